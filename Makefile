@@ -1,0 +1,71 @@
+# gpu-budget-operator developer entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CLUSTER := $(PY) hack/localcluster.py
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create the virtualenv with the operator and dev tools
+
+.PHONY: system-deps
+system-deps: ## Install Debian packages the local cluster needs (prometheus, openssl)
+	hack/install-system-deps.sh
+
+.PHONY: tools
+tools: ## Build etcd, Kubernetes, kwok and helm from the Go module proxy (cached)
+	hack/build-tools.sh
+
+.PHONY: cluster-up
+cluster-up: venv system-deps tools ## Start the local GPU cluster (idempotent)
+	$(CLUSTER) up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local GPU cluster and delete its state
+	@if [ -x $(PY) ]; then $(CLUSTER) down; fi
+
+.PHONY: cluster-env
+cluster-env: ## Print exports for KUBECONFIG and PROMETHEUS_URL: eval "$$(make -s cluster-env)"
+	@$(CLUSTER) env
+
+.PHONY: crds
+crds: venv ## Regenerate crds/ from the pydantic models
+	$(PY) -m gpu_budget.crdgen --write crds
+
+.PHONY: lint
+lint: venv ## ruff (lint + format check) and mypy --strict on the package
+	$(VENV)/bin/ruff check operator tests hack
+	$(VENV)/bin/ruff format --check operator tests hack
+	$(VENV)/bin/mypy
+
+.PHONY: fmt
+fmt: venv ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix operator tests hack
+	$(VENV)/bin/ruff format operator tests hack
+
+.PHONY: test-unit
+test-unit: venv ## Unit tests of the pure core (no cluster)
+	$(VENV)/bin/pytest tests/unit -q
+
+.PHONY: test-e2e
+test-e2e: venv system-deps tools ## End-to-end tests on the local cluster (started if not up)
+	hack/with-cluster.sh $(VENV)/bin/pytest tests/e2e -q
+
+.PHONY: test
+test: lint test-unit test-e2e ## Lint, unit tests and end-to-end tests
+
+.PHONY: demo
+demo: cluster-up ## Bring up the local cluster and show GPU nodes and a GPU job on them
+	hack/demo.sh

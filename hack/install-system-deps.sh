@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Debian packages the local cluster uses. Installed only when missing, so a
+# warm machine pays nothing.
+set -euo pipefail
+missing=()
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v openssl >/dev/null || missing+=(openssl)
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+echo "installing Debian packages: ${missing[*]}" >&2
+SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+${SUDO} apt-get update -qq
+DEBIAN_FRONTEND=noninteractive ${SUDO} apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
