@@ -1,0 +1,29 @@
+"""Entry point: ``python -m gpu_budget`` or the ``gpu-budget-operator`` script."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import kopf
+
+from gpu_budget import handlers, logs
+from gpu_budget.config import parse_args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config = parse_args(argv)
+    logs.configure()
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, config)
+    kopf.run(
+        registry=registry,
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
+        standalone=config.standalone,
+        liveness_endpoint=config.liveness_endpoint,
+        memo=kopf.Memo(runtime=handlers.Runtime(config=config)),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,385 @@
+"""The API of gpu-budget-operator as pydantic models: the one source of truth.
+
+The CRDs in ``crds/`` are generated from these models by ``gpu_budget.crdgen``;
+a unit test fails when the files and the models disagree. Field names are
+snake_case in Python and camelCase on the wire (``by_alias=True``), as the
+Kubernetes API conventions ask.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+USD = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+Ratio = Annotated[float, Field(ge=0, le=1)]
+
+
+class ApiModel(BaseModel):
+    """Base for every API object: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=True,
+    )
+
+
+class CapacityType(StrEnum):
+    SPOT = "spot"
+    ON_DEMAND = "on-demand"
+
+
+class EnforcementAction(StrEnum):
+    SUSPEND = "Suspend"
+    KILL = "Kill"
+    ALERT = "Alert"
+
+
+class CostModel(StrEnum):
+    ALLOCATION = "Allocation"
+    """Pay for GPUs held, as clouds bill."""
+    UTILIZATION = "Utilization"
+    """Pay for GPU work done: rate x utilisation, for shared or on-prem GPUs."""
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    KILLED = "Killed"
+
+
+DEFAULT_WARN_AT: tuple[float, ...] = (0.5, 0.8, 0.9)
+
+MAX_WARN_AT = 10
+"""Bound on warning thresholds; keeps the CEL uniqueness rule cheap for the API server."""
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
+    """One ``x-kubernetes-validations`` entry: a CEL rule the API server enforces.
+
+    Every rule here has a pydantic validator that mirrors it, so the pure core
+    rejects the same objects as the API server.
+    """
+    entry: dict[str, Any] = {"rule": rule, "message": message}
+    if field_path is not None:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+WARN_AT_UNIQUE_RULE = "self.all(x, self.exists_one(y, y == x))"
+
+
+def _unique_thresholds(values: list[float], field: str) -> list[float]:
+    """Mirror of :data:`WARN_AT_UNIQUE_RULE`."""
+    if len(set(values)) != len(values):
+        raise ValueError(f"{field} entries must be unique")
+    return values
+
+
+# --------------------------------------------------------------------------- spec
+
+
+ESTIMATE_PRICE_KEYS_MESSAGE = (
+    "estimate.instanceType and estimate.gpuProduct are mutually exclusive: set one of them"
+)
+
+
+class Estimate(ApiModel):
+    """The engineer's pre-run estimate; priced from the catalog plus contingency.
+
+    At most one of instanceType and gpuProduct may be set: both name the price, and
+    accepting both would silently ignore one of them.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.instanceType) && has(self.gpuProduct))",
+                    ESTIMATE_PRICE_KEYS_MESSAGE,
+                    field_path=".gpuProduct",
+                )
+            ]
+        }
+    )
+
+    gpus: int | None = Field(
+        default=None,
+        ge=1,
+        description="GPUs the run uses. When absent, the sum of the attached workloads' "
+        "nvidia.com/gpu requests.",
+    )
+    hours: float = Field(gt=0, description="Expected wall-clock duration of the run in hours.")
+    instance_type: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Instance type to price the estimate with, e.g. p5.48xlarge.",
+    )
+    gpu_product: str | None = Field(
+        default=None,
+        min_length=1,
+        description="GPU product (nvidia.com/gpu.product) to price the estimate with when "
+        "no instance type is given, e.g. NVIDIA-H100-80GB-HBM3.",
+    )
+    capacity_type: CapacityType | None = Field(
+        default=None, description="Price the estimate as spot or on-demand capacity."
+    )
+
+    @model_validator(mode="after")
+    def _one_price_key(self) -> Estimate:
+        if self.instance_type is not None and self.gpu_product is not None:
+            raise ValueError(ESTIMATE_PRICE_KEYS_MESSAGE)
+        return self
+
+
+class IdleRule(ApiModel):
+    """Act when the run's GPUs sit idle for too long."""
+
+    below_utilization: Fraction = Field(
+        default=0.1, description="Utilisation (0-1) under which the GPUs count as idle."
+    )
+    for_minutes: float = Field(
+        default=30, gt=0, description="How long the GPUs must stay idle before acting."
+    )
+    action: Literal["Alert", "Suspend"] = Field(
+        default="Alert", description="Alert only, or suspend the workloads."
+    )
+
+
+class Enforcement(ApiModel):
+    """What happens as spend approaches and reaches the cap."""
+
+    action: EnforcementAction = Field(
+        default=EnforcementAction.SUSPEND,
+        description="At the cap: Suspend the workloads (they can resume), Kill them for "
+        "good, or Alert only.",
+    )
+    warn_at: list[Fraction] = Field(
+        default_factory=lambda: list(DEFAULT_WARN_AT),
+        max_length=MAX_WARN_AT,
+        description="Fractions of the cap (each in (0, 1), no duplicates) at which to warn.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(WARN_AT_UNIQUE_RULE, "spec.enforcement.warnAt entries must be unique")
+            ]
+        },
+    )
+    checkpoint_lead_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="Seconds before a planned stop at which pods get the "
+        "gpubudget.dev/stop-at annotation, so training code can checkpoint.",
+    )
+    idle: IdleRule | None = Field(default=None, description="Optional idle-GPU rule.")
+
+    @field_validator("warn_at")
+    @classmethod
+    def _unique_warn_at(cls, v: list[float]) -> list[float]:
+        return _unique_thresholds(v, "spec.enforcement.warnAt")
+
+
+class Owner(ApiModel):
+    """Attribution for reports and metrics."""
+
+    team: str | None = Field(default=None, max_length=63, description="Owning team.")
+    cost_center: str | None = Field(default=None, max_length=63, description="Cost centre.")
+    project: str | None = Field(default=None, max_length=63, description="Project.")
+
+
+class TrainingBudgetSpec(ApiModel):
+    """A hard dollar budget on a GPU training run."""
+
+    cost_cap: float = Field(gt=0, description="The most this run may spend, in USD.")
+    estimate: Estimate | None = Field(default=None, description="The pre-run estimate.")
+    enforcement: Enforcement = Field(
+        default_factory=Enforcement, description="Warnings and the action at the cap."
+    )
+    owner: Owner | None = Field(default=None, description="Who pays: team, cost centre, project.")
+    cost_model: CostModel = Field(
+        default=CostModel.ALLOCATION,
+        description="Allocation: pay for GPUs held (as clouds bill). Utilization: pay for GPU "
+        "work done (rate x utilisation), for shared or on-prem GPUs.",
+    )
+
+
+# ------------------------------------------------------------------------- status
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition (metav1.Condition)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: datetime
+    observed_generation: int | None = None
+
+
+class EstimateStatus(ApiModel):
+    """The estimate as the operator priced it."""
+
+    gpus: int = Field(ge=0)
+    hours: float = Field(gt=0)
+    gpu_hourly_price: USD
+    base_cost: USD
+    contingency: float = Field(ge=0)
+    total: USD
+    priced_from: str = Field(description="Which price was used, e.g. 'catalog p5.48xlarge spot'.")
+
+
+class WorkloadRef(ApiModel):
+    kind: str
+    name: str
+    state: str = Field(description="Running, Pending, Suspended, Finished or Killed.")
+
+
+class PodCharge(ApiModel):
+    """The ledger line of one pod: what it has cost up to ``accounted_until``."""
+
+    uid: str
+    name: str
+    node: str
+    gpus: int = Field(ge=0)
+    gpu_hourly_price: USD
+    started_at: datetime
+    accounted_until: datetime
+    open: bool = Field(description="Still holding GPUs and accruing.")
+    estimated: bool = Field(
+        default=False,
+        description="The end time could not be observed (deleted while the operator was "
+        "down), so it was charged up to when the operator noticed.",
+    )
+    spent: USD = 0.0
+    idle_spend: USD = 0.0
+    gpu_seconds: float = Field(default=0.0, ge=0)
+    metered_gpu_seconds: float = Field(
+        default=0.0, ge=0, description="GPU-seconds for which utilisation was known."
+    )
+    busy_gpu_seconds: float = Field(default=0.0, ge=0)
+
+
+class LedgerTotals(ApiModel):
+    """Sums folded in from pods that no longer exist."""
+
+    pods: int = Field(default=0, ge=0)
+    estimated_pods: int = Field(
+        default=0, ge=0, description="Closed pods whose end was estimated, not observed."
+    )
+    spent: USD = 0.0
+    idle_spend: USD = 0.0
+    gpu_seconds: float = Field(default=0.0, ge=0)
+    metered_gpu_seconds: float = Field(default=0.0, ge=0)
+    busy_gpu_seconds: float = Field(default=0.0, ge=0)
+
+
+class Ledger(ApiModel):
+    first_started_at: datetime | None = Field(
+        default=None, description="When the first pod of the run started holding GPUs."
+    )
+    closed: LedgerTotals = Field(default_factory=LedgerTotals)
+    pods: list[PodCharge] = Field(default_factory=list)
+
+
+class TrainingBudgetStatus(ApiModel):
+    phase: Phase = Phase.PENDING
+    spent: USD = 0.0
+    burn_rate_per_hour: USD = 0.0
+    projected_spend: USD | None = None
+    estimate: EstimateStatus | None = None
+    gpu_utilization: Ratio | None = None
+    idle_spend: USD = 0.0
+    workloads: list[WorkloadRef] = Field(default_factory=list)
+    last_accounted_at: datetime | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    ledger: Ledger = Field(default_factory=Ledger)
+
+
+# ------------------------------------------------------------------------- policy
+
+
+class InstanceTypePrice(ApiModel):
+    """Price of a whole instance type, overriding the built-in catalog."""
+
+    instance_type: str = Field(min_length=1, description="Instance type, e.g. p5.48xlarge.")
+    region: str | None = Field(default=None, description="Region; absent matches any region.")
+    capacity_type: CapacityType | None = Field(
+        default=None, description="spot or on-demand; absent matches both."
+    )
+    hourly_price: USD = Field(description="Price of the whole instance, USD per hour.")
+
+
+class GpuProductPrice(ApiModel):
+    """Price of one GPU of a product, for nodes that no instance price covers."""
+
+    gpu_product: str = Field(min_length=1, description="Value of nvidia.com/gpu.product.")
+    capacity_type: CapacityType | None = Field(
+        default=None, description="spot or on-demand; absent matches both."
+    )
+    gpu_hourly_price: USD = Field(description="Price of one GPU, USD per hour.")
+
+
+class PricingOverrides(ApiModel):
+    """Prices that take precedence over the built-in catalog."""
+
+    instance_types: list[InstanceTypePrice] = Field(
+        default_factory=list, description="Prices of whole instance types."
+    )
+    gpu_products: list[GpuProductPrice] = Field(
+        default_factory=list, description="Prices of single GPUs by product."
+    )
+    fallback_gpu_hourly_price: USD = Field(
+        default=4.0,
+        description="Per-GPU price for a GPU node no other price covers; the budget gets a "
+        "condition naming the node.",
+    )
+
+
+class BudgetPolicySpec(ApiModel):
+    """Cluster-wide policy; the operator reads the object named ``default``."""
+
+    approval_ceiling: USD = Field(
+        default=10000, description="Budgets above this many USD need finance's approval."
+    )
+    contingency: float = Field(
+        default=0.5, ge=0, le=10, description="Added to estimates: 0.5 means +50%."
+    )
+    finance_groups: list[str] = Field(
+        default_factory=lambda: ["finance"],
+        description="Groups whose members may set gpubudget.dev/approved-amount.",
+    )
+    default_warn_at: list[Fraction] = Field(
+        default_factory=lambda: list(DEFAULT_WARN_AT),
+        max_length=MAX_WARN_AT,
+        description="Warning thresholds for budgets that set none (each in (0, 1), no duplicates).",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(WARN_AT_UNIQUE_RULE, "spec.defaultWarnAt entries must be unique")
+            ]
+        },
+    )
+    notification_webhook_url: str | None = Field(
+        default=None, description="Slack-compatible webhook that receives warnings and actions."
+    )
+    pricing: PricingOverrides = Field(
+        default_factory=PricingOverrides, description="Overrides of the built-in price catalog."
+    )
+
+    @field_validator("default_warn_at")
+    @classmethod
+    def _unique_default_warn_at(cls, v: list[float]) -> list[float]:
+        return _unique_thresholds(v, "spec.defaultWarnAt")
