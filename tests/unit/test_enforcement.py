@@ -1,0 +1,224 @@
+"""Enforcement decisions: thresholds, predicted stop time, suspend, kill, resume, idle."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpu_budget.approval import decide as decide_approval
+from gpu_budget.enforcement import CAP_ALERT, Desired, EnforcementInput, decide
+from gpu_budget.models import EnforcementAction, IdleRule, Phase
+
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+CAP = 1_000.0
+
+
+def facts(**overrides: Any) -> EnforcementInput:
+    base: dict[str, Any] = {
+        "now": NOW,
+        "generation": 1,
+        "cost_cap": CAP,
+        "approval": decide_approval(CAP, None, 10_000, {}),
+        "action": EnforcementAction.SUSPEND,
+        "warn_at": [0.5, 0.8, 0.9],
+        "checkpoint_lead_seconds": 300,
+        "idle": None,
+        "spent": 0.0,
+        "burn_rate_per_hour": 3600.0,  # $1 per second
+        "stop_grace_seconds": 30.0,
+        "current_utilization": 0.9,
+        "has_workloads": True,
+        "previous_phase": Phase.RUNNING,
+        "previous_reason": None,
+        "stopped_at_generation": None,
+        "warned": [],
+        "idle_since": None,
+        "idle_alerted_for": None,
+    }
+    return EnforcementInput(**{**base, **overrides})
+
+
+def test_thresholds_fire_once_each_in_order() -> None:
+    d = decide(facts(spent=850))
+    assert d.warnings == [0.5, 0.8]
+    again = decide(facts(spent=860, warned=d.warned))
+    assert again.warnings == []
+    later = decide(facts(spent=905, warned=d.warned))
+    assert later.warnings == [0.9]
+
+
+def test_stop_is_planned_when_spend_reaches_cap_minus_grace() -> None:
+    d = decide(facts(spent=400))
+    # $600 left at $1/s is 600 s; pods keep costing for their 30 s grace period.
+    assert d.stop_at == NOW + timedelta(seconds=570)
+    assert d.desired == Desired.RUN
+    assert not d.checkpoint
+
+
+def test_checkpoint_annotation_is_due_within_the_lead() -> None:
+    assert decide(facts(spent=800)).checkpoint  # stop in 170 s < 300 s lead
+    assert not decide(facts(spent=800, checkpoint_lead_seconds=60)).checkpoint
+
+
+def test_suspend_when_the_predicted_stop_has_come() -> None:
+    d = decide(facts(spent=975))  # 25 s left < 30 s grace
+    assert d.desired == Desired.HOLD
+    assert d.phase == Phase.SUSPENDED
+    assert d.acted and d.reason == "CapReached"
+
+
+def test_kill_at_the_cap_is_final() -> None:
+    d = decide(facts(spent=CAP, action=EnforcementAction.KILL))
+    assert d.desired == Desired.KILL and d.phase == Phase.KILLED and d.acted
+    raised = decide(
+        facts(spent=CAP, cost_cap=5_000, previous_phase=Phase.KILLED, previous_reason="CapReached")
+    )
+    assert raised.desired == Desired.KILL and raised.phase == Phase.KILLED
+    assert not raised.acted
+
+
+def test_alert_only_keeps_running_and_alerts_once() -> None:
+    d = decide(facts(spent=CAP + 1, action=EnforcementAction.ALERT))
+    assert d.desired == Desired.RUN and d.acted and d.reason == "CapExceeded"
+    assert CAP_ALERT in d.warned
+    again = decide(facts(spent=CAP + 50, action=EnforcementAction.ALERT, warned=d.warned))
+    assert not again.acted
+    assert decide(facts(spent=500, action=EnforcementAction.ALERT)).stop_at is None
+
+
+def test_suspended_run_stays_suspended_until_the_cap_is_raised() -> None:
+    held = facts(spent=CAP, previous_phase=Phase.SUSPENDED, previous_reason="CapReached")
+    assert decide(held).desired == Desired.HOLD
+    assert not decide(held).acted
+    resumed = decide(
+        held.model_copy(
+            update={"cost_cap": 2_000, "approval": decide_approval(2_000, None, 10_000, {})}
+        )
+    )
+    assert resumed.desired == Desired.RUN
+    assert resumed.phase == Phase.RUNNING
+
+
+def test_tiny_headroom_does_not_resume() -> None:
+    held = facts(
+        spent=CAP,
+        cost_cap=CAP + 5,
+        approval=decide_approval(CAP + 5, None, 10_000, {}),
+        previous_phase=Phase.SUSPENDED,
+        previous_reason="CapReached",
+    )
+    assert decide(held).desired == Desired.HOLD
+
+
+def test_awaiting_approval_holds_everything() -> None:
+    approval = decide_approval(50_000, None, 10_000, {})
+    d = decide(facts(cost_cap=50_000, approval=approval, previous_phase=Phase.PENDING))
+    assert d.desired == Desired.HOLD and d.phase == Phase.AWAITING_APPROVAL
+    assert not d.acted
+
+
+def test_raised_cap_without_approval_stops_at_the_approved_amount() -> None:
+    approval = decide_approval(30_000, None, 10_000, {"gpubudget.dev/approved-amount": "20000"})
+    running = decide(facts(cost_cap=30_000, approval=approval, spent=10_000))
+    assert running.desired == Desired.RUN
+    assert running.stop_at == NOW + timedelta(seconds=10_000 - 30)
+    stopped = decide(facts(cost_cap=30_000, approval=approval, spent=20_000))
+    assert stopped.desired == Desired.HOLD and stopped.reason == "ApprovalExhausted"
+    still = decide(
+        facts(
+            cost_cap=30_000,
+            approval=approval,
+            spent=20_000,
+            previous_phase=Phase.SUSPENDED,
+            previous_reason="ApprovalExhausted",
+        )
+    )
+    assert still.desired == Desired.HOLD
+    approved = decide_approval(30_000, None, 10_000, {"gpubudget.dev/approved-amount": "30000"})
+    resumed = decide(
+        facts(
+            cost_cap=30_000,
+            approval=approved,
+            spent=20_000,
+            previous_phase=Phase.SUSPENDED,
+            previous_reason="ApprovalExhausted",
+        )
+    )
+    assert resumed.desired == Desired.RUN
+
+
+def test_idle_rule_suspends_after_its_duration() -> None:
+    rule = IdleRule(below_utilization=0.1, for_minutes=10, action="Suspend")
+    first = decide(facts(idle=rule, current_utilization=0.02))
+    assert first.idle_since == NOW and first.desired == Desired.RUN
+    later = decide(
+        facts(idle=rule, current_utilization=0.02, idle_since=NOW, now=NOW + timedelta(minutes=10))
+    )
+    assert later.desired == Desired.HOLD and later.reason == "IdleGPUs"
+    busy = decide(facts(idle=rule, current_utilization=0.5, idle_since=NOW))
+    assert busy.idle_since is None
+    held = decide(
+        facts(
+            idle=rule,
+            previous_phase=Phase.SUSPENDED,
+            previous_reason="IdleGPUs",
+            stopped_at_generation=1,
+        )
+    )
+    assert held.desired == Desired.HOLD
+    edited = decide(
+        facts(
+            idle=rule,
+            previous_phase=Phase.SUSPENDED,
+            previous_reason="IdleGPUs",
+            stopped_at_generation=1,
+            generation=2,
+        )
+    )
+    assert edited.desired == Desired.RUN
+
+
+def test_idle_alert_fires_once_per_idle_stretch() -> None:
+    rule = IdleRule(below_utilization=0.1, for_minutes=5, action="Alert")
+    at = NOW + timedelta(minutes=6)
+    d = decide(facts(idle=rule, current_utilization=0.0, idle_since=NOW, now=at))
+    assert d.idle_alert and d.desired == Desired.RUN
+    again = decide(
+        facts(
+            idle=rule,
+            current_utilization=0.0,
+            idle_since=NOW,
+            idle_alerted_for=d.idle_alerted_for,
+            now=at,
+        )
+    )
+    assert not again.idle_alert
+
+
+def test_no_burn_no_stop_plan() -> None:
+    d = decide(facts(spent=10, burn_rate_per_hour=0))
+    assert d.stop_at is None and d.phase == Phase.PENDING
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    spent=st.floats(min_value=0, max_value=CAP * 0.999),
+    burn=st.floats(min_value=1, max_value=1e6),
+    grace=st.floats(min_value=0, max_value=120),
+)
+def test_stopping_at_the_planned_moment_lands_on_the_cap(
+    spent: float, burn: float, grace: float
+) -> None:
+    d = decide(facts(spent=spent, burn_rate_per_hour=burn, stop_grace_seconds=grace))
+    if d.desired == Desired.HOLD:
+        # Already within the grace period of the cap: stopping now overshoots by less than grace.
+        assert spent + burn * grace / 3600 >= CAP - 1e-6
+        return
+    assert d.stop_at is not None
+    seconds = (d.stop_at - NOW).total_seconds()
+    landed = spent + burn * (seconds + grace) / 3600
+    assert landed == pytest.approx(CAP, rel=1e-6)
