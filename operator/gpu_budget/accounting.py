@@ -78,20 +78,8 @@ def budget_pods(
     ]
 
 
-def workload_refs(
-    pods: Sequence[PodFacts], workloads: Sequence[WorkloadFacts]
-) -> list[WorkloadRef]:
+def workload_refs(workloads: Sequence[WorkloadFacts]) -> list[WorkloadRef]:
     refs = [WorkloadRef(kind=w.kind, name=w.name, state=w.state) for w in workloads]
-    # A labelled pod with no controller is a workload of its own.
-    for pod in pods:
-        if pod.controller_kind is None and not any(w.owns(pod) for w in workloads):
-            if pod.ended_at is not None:
-                state = "Finished"
-            elif pod.running_since is not None:
-                state = "Running"
-            else:
-                state = "Pending"
-            refs.append(WorkloadRef(kind="Pod", name=pod.name, state=state))
     return sorted(refs, key=lambda ref: (ref.kind, ref.name))
 
 
@@ -257,7 +245,7 @@ def account(facts: AccountingInput) -> AccountingOutcome:
             generation,
         )
 
-    refs = workload_refs(own_pods, facts.workloads)
+    refs = workload_refs(facts.workloads)
     known = {(ref.kind, ref.name) for ref in previous.workloads}
     for ref in refs:
         if (ref.kind, ref.name) not in known:

@@ -148,6 +148,13 @@ def workload_indexer(adapter: WorkloadAdapter) -> Any:
     return index_workloads
 
 
+def workload_filter(adapter: WorkloadAdapter) -> Any:
+    def is_workload(body: kopf.Body, **_: Any) -> bool:
+        return adapter.indexes(body)
+
+    return is_workload
+
+
 def workload_index_id(adapter: WorkloadAdapter) -> str:
     return f"workloads_{adapter.plural}"
 
@@ -233,6 +240,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
             adapter.version,
             adapter.plural,
             labels={BUDGET_LABEL: kopf.PRESENT},
+            when=workload_filter(adapter),
             id=workload_index_id(adapter),
             registry=registry,
         )(workload_indexer(adapter))

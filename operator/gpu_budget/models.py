@@ -306,7 +306,42 @@ class TrainingBudgetStatus(ApiModel):
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
+    approval: ApprovalStatus | None = Field(
+        default=None, description="Finance approval, when the budget needs it."
+    )
+    enforcement: EnforcementStatus = Field(default_factory=lambda: EnforcementStatus())
     ledger: Ledger = Field(default_factory=Ledger)
+
+
+class ApprovalStatus(ApiModel):
+    """Finance's approval as the operator recorded it."""
+
+    required: bool
+    approved_amount: USD | None = None
+    approved_by: str | None = Field(default=None, description="Who set the approved amount.")
+    approved_at: datetime | None = None
+    spend_limit: USD = Field(description="The most that may be spent now.")
+
+
+class EnforcementStatus(ApiModel):
+    """What enforcement has done and plans; kept so a restart decides the same."""
+
+    reason: str | None = Field(default=None, description="Why the run is held or stopped.")
+    warned: list[float] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Thresholds (fractions of the cap) already warned about.",
+    )
+    stop_at: datetime | None = Field(
+        default=None, description="When the run will be stopped if the burn rate holds."
+    )
+    stopped_at: datetime | None = Field(default=None, description="When the run was stopped.")
+    spent_at_stop: USD | None = None
+    stopped_at_generation: int | None = None
+    idle_since: datetime | None = Field(
+        default=None, description="Start of the current stretch of idle GPUs."
+    )
+    idle_alerted_for: datetime | None = None
 
 
 # ------------------------------------------------------------------------- policy

@@ -47,6 +47,9 @@ JOB = WorkloadFacts(
     uid="job-uid",
     budget="run",
     state=WorkloadState.RUNNING,
+    suspended=False,
+    held=False,
+    killed=False,
     requested_gpus=16,
     pod_labels={"batch.kubernetes.io/controller-uid": "job-uid"},
 )
@@ -121,15 +124,6 @@ def test_pods_of_other_budgets_and_unowned_pods_are_ignored() -> None:
     )
     picked = budget_pods("run", [job_pod(), stranger, labelled], [JOB])
     assert [p.uid for p in picked] == ["p1", "y"]
-
-
-def test_bare_labelled_pod_is_listed_as_a_pod_workload() -> None:
-    bare = job_pod("y").model_copy(
-        update={"labels": {BUDGET_LABEL: "run"}, "controller_kind": None}
-    )
-    outcome = run(T0 + timedelta(minutes=1), pods=[bare])
-    kinds = {(w.kind, w.name) for w in outcome.status.workloads}
-    assert kinds == {("Job", "train"), ("Pod", "train-y")}
 
 
 def test_unknown_node_uses_fallback_price_and_says_so() -> None:

@@ -4,10 +4,40 @@ Modelled on Kueue's job framework: the operator never needs to know what a
 JobSet or a PyTorchJob is beyond what its adapter answers.
 """
 
-from gpu_budget.workloads.base import WorkloadAdapter, WorkloadFacts, WorkloadState
+from gpu_budget.workloads.base import (
+    HELD_ANNOTATION,
+    KILLED_ANNOTATION,
+    Operation,
+    WorkloadAdapter,
+    WorkloadFacts,
+    WorkloadState,
+)
 from gpu_budget.workloads.job import JobAdapter
+from gpu_budget.workloads.jobset import JobSetAdapter
+from gpu_budget.workloads.pod import PodAdapter
+from gpu_budget.workloads.pytorchjob import PyTorchJobAdapter
 
-ADAPTERS: tuple[WorkloadAdapter, ...] = (JobAdapter(),)
-"""Every workload kind the operator budgets, in the order they are indexed."""
+ADAPTERS: tuple[WorkloadAdapter, ...] = (
+    JobAdapter(),
+    JobSetAdapter(),
+    PyTorchJobAdapter(),
+    PodAdapter(),
+)
+"""Every workload kind the operator budgets."""
 
-__all__ = ["ADAPTERS", "JobAdapter", "WorkloadAdapter", "WorkloadFacts", "WorkloadState"]
+ADAPTERS_BY_KIND = {adapter.kind: adapter for adapter in ADAPTERS}
+
+__all__ = [
+    "ADAPTERS",
+    "ADAPTERS_BY_KIND",
+    "HELD_ANNOTATION",
+    "KILLED_ANNOTATION",
+    "JobAdapter",
+    "JobSetAdapter",
+    "Operation",
+    "PodAdapter",
+    "PyTorchJobAdapter",
+    "WorkloadAdapter",
+    "WorkloadFacts",
+    "WorkloadState",
+]

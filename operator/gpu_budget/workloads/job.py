@@ -1,5 +1,4 @@
-"""batch/v1 Job: suspended with ``spec.suspend``, which the job controller honours
-by deleting the Job's pods."""
+"""batch/v1 Job: ``spec.suspend``, which the job controller honours by deleting the pods."""
 
 from __future__ import annotations
 
@@ -10,6 +9,12 @@ from gpu_budget.pods import requested_gpus
 from gpu_budget.workloads.base import WorkloadAdapter, WorkloadState, condition_true
 
 
+def job_gpus(job_spec: Mapping[str, Any]) -> int:
+    per_pod = requested_gpus((job_spec.get("template") or {}).get("spec") or {})
+    parallelism = job_spec.get("parallelism")
+    return per_pod * (1 if parallelism is None else int(parallelism))
+
+
 class JobAdapter(WorkloadAdapter):
     kind = "Job"
     group = "batch"
@@ -17,21 +22,22 @@ class JobAdapter(WorkloadAdapter):
     plural = "jobs"
 
     def state(self, body: Mapping[str, Any]) -> WorkloadState:
-        spec, status = body.get("spec") or {}, body.get("status") or {}
+        status = body.get("status") or {}
         if condition_true(body, "Complete", "Failed"):
             return WorkloadState.FINISHED
-        if spec.get("suspend"):
-            return WorkloadState.SUSPENDED
         if status.get("active") or status.get("ready"):
             return WorkloadState.RUNNING
         return WorkloadState.PENDING
 
+    def is_suspended(self, body: Mapping[str, Any]) -> bool:
+        return bool((body.get("spec") or {}).get("suspend"))
+
     def requested_gpus(self, body: Mapping[str, Any]) -> int:
-        spec = body.get("spec") or {}
-        per_pod = requested_gpus((spec.get("template") or {}).get("spec") or {})
-        parallelism = spec.get("parallelism")
-        return per_pod * (1 if parallelism is None else int(parallelism))
+        return job_gpus(body.get("spec") or {})
 
     def pod_labels(self, body: Mapping[str, Any]) -> dict[str, str]:
         # Set by the job controller on every pod it creates (Kubernetes >= 1.27).
         return {"batch.kubernetes.io/controller-uid": body["metadata"]["uid"]}
+
+    def suspend_fields(self, suspend: bool) -> dict[str, Any]:
+        return {"spec": {"suspend": suspend}}
