@@ -14,6 +14,10 @@ CACHE="${GPUBUDGET_TOOLS_CACHE:-${HOME}/.cache/gpu-budget-operator/tools}"
 export GOFLAGS="-trimpath"
 export CGO_ENABLED=0
 mkdir -p "${CACHE}"
+# One build at a time per cache: a second caller (CI racing a developer's
+# `make test`) waits for the first and then finds the binaries present.
+exec 9>"${CACHE}/.build.lock"
+flock 9
 
 started_at=$(date +%s)
 log() { printf '[build-tools %4ss] %s\n' "$(( $(date +%s) - started_at ))" "$*" >&2; }

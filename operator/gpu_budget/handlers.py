@@ -20,14 +20,17 @@ from typing import Any
 import kopf
 import structlog
 
-from gpu_budget import BUDGET_LABEL, GROUP, VERSION
-from gpu_budget.accounting import AccountingInput, account
+from gpu_budget import BUDGET_LABEL, GROUP, VERSION, notify
+from gpu_budget.accounting import AccountingInput
 from gpu_budget.config import OperatorConfig
+from gpu_budget.enforcement import Desired
+from gpu_budget.kube import ClusterClient
 from gpu_budget.models import BudgetPolicySpec, TrainingBudgetSpec, TrainingBudgetStatus
+from gpu_budget.plan import Plan, plan_pass
 from gpu_budget.pods import PodFacts, requested_gpus
 from gpu_budget.pricing import NodeFacts
 from gpu_budget.utilization import PrometheusUtilizationSource, UtilizationSnapshot
-from gpu_budget.workloads import ADAPTERS, WorkloadAdapter, WorkloadFacts
+from gpu_budget.workloads import ADAPTERS, ADAPTERS_BY_KIND, WorkloadAdapter, WorkloadFacts
 
 log = structlog.get_logger("gpu_budget")
 
@@ -47,6 +50,11 @@ class Runtime:
     )
     deleted_at: dict[str, datetime] = field(default_factory=dict)
     poller: asyncio.Task[None] | None = None
+    client: ClusterClient = field(default_factory=ClusterClient)
+    reported_missing: set[str] = field(default_factory=set)
+    """Workload uids already told that their budget does not exist."""
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+    """Notification sends in flight; held so they are not garbage-collected."""
 
 
 def runtime(memo: Any) -> Runtime:
@@ -186,41 +194,179 @@ async def account_budget(
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
-    """Charge one budget up to now and write its status.
+    """Charge one budget up to now, decide, act, and write its status.
 
-    kopf passes each index as a keyword argument named after its handler id.
+    When the planned stop falls before the next pass, the handler waits for
+    that instant and passes again, so the stop lands on time rather than up
+    to one interval late. kopf passes each index as a keyword argument named
+    after its handler id.
     """
-    pods_index: kopf.Index[str, PodFacts] = kwargs["index_gpu_pods"]
-    nodes_index: kopf.Index[str, NodeFacts] = kwargs["index_nodes"]
-    policies_index: kopf.Index[str, dict[str, Any]] = kwargs["index_policies"]
     assert namespace is not None, "TrainingBudget is namespaced"
     state = runtime(memo)
-    bound = log.bind(namespace=namespace, budget=name)
+    previous = parse_status(status)
+    for _ in range(2):
+        plan = plan_pass(
+            gather(state, name, namespace, spec, meta, previous, kwargs), meta.annotations
+        )
+        await carry_out(state, plan, body, namespace, name)
+        previous = plan.status
+        stop_at = plan.decision.stop_at
+        if plan.decision.desired != Desired.RUN or stop_at is None:
+            break
+        wait = (stop_at - utcnow()).total_seconds()
+        if wait > state.config.accounting_interval:
+            break
+        await asyncio.sleep(max(0.0, wait))
+    patch.status.update(previous.model_dump(mode="json", by_alias=True))
+
+
+def gather(
+    state: Runtime,
+    name: str,
+    namespace: str,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    previous: TrainingBudgetStatus,
+    indices: Mapping[str, Any],
+) -> AccountingInput:
+    pods_index: kopf.Index[str, PodFacts] = indices["index_gpu_pods"]
+    nodes_index: kopf.Index[str, NodeFacts] = indices["index_nodes"]
+    policies_index: kopf.Index[str, dict[str, Any]] = indices["index_policies"]
     workloads: list[WorkloadFacts] = []
     for adapter in ADAPTERS:
-        index: kopf.Index[tuple[str, str], WorkloadFacts] = kwargs[workload_index_id(adapter)]
+        index: kopf.Index[tuple[str, str], WorkloadFacts] = indices[workload_index_id(adapter)]
         workloads.extend(index.get((namespace, name), []))
-    nodes = {node_name: facts for node_name, store in nodes_index.items() for facts in store}
-    outcome = account(
-        AccountingInput(
-            namespace=namespace,
-            name=name,
-            generation=meta.get("generation"),
-            spec=TrainingBudgetSpec.model_validate(dict(spec)),
-            status=parse_status(status),
-            policy=current_policy(policies_index, state.config.policy_name),
-            pods=list(pods_index.get(namespace, [])),
-            workloads=workloads,
-            nodes=nodes,
-            utilization=state.utilization,
-            deleted_at=state.deleted_at,
-            now=utcnow(),
-        )
+    return AccountingInput(
+        namespace=namespace,
+        name=name,
+        generation=meta.get("generation"),
+        spec=TrainingBudgetSpec.model_validate(dict(spec)),
+        status=previous,
+        policy=current_policy(policies_index, state.config.policy_name),
+        pods=list(pods_index.get(namespace, [])),
+        workloads=workloads,
+        nodes={node: facts for node, store in nodes_index.items() for facts in store},
+        utilization=state.utilization,
+        deleted_at=state.deleted_at,
+        now=utcnow(),
     )
-    patch.status.update(outcome.status.model_dump(mode="json", by_alias=True))
-    for event in outcome.events:
+
+
+async def carry_out(state: Runtime, plan: Plan, body: kopf.Body, namespace: str, name: str) -> None:
+    bound = log.bind(namespace=namespace, budget=name)
+    for action in plan.workload_actions:
+        workload = action.workload
+        await state.client.apply(ADAPTERS_BY_KIND[workload.kind], workload, action.operation)
+        kopf.event(
+            workload_reference(workload),
+            type="Normal",
+            reason=action.reason,
+            message=action.message,
+        )
+        bound.info(
+            "workload action",
+            workload=f"{workload.kind}/{workload.name}",
+            verb=action.operation.verb,
+            reason=action.reason,
+        )
+    for annotation in plan.pod_annotations:
+        await state.client.annotate_pod(
+            annotation.namespace, annotation.name, annotation.annotations
+        )
+    for event in plan.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         bound.info("event", reason=event.reason, message=event.message)
+    if plan.notify_url:
+        for payload in plan.notification_payloads(namespace, name, float(body["spec"]["costCap"])):
+            # Fire and forget: a slow receiver must not delay the next stop.
+            state.background.add(
+                asyncio.create_task(send_notification(state, plan.notify_url, payload))
+            )
+
+
+async def send_notification(state: Runtime, url: str, payload: dict[str, Any]) -> None:
+    try:
+        await asyncio.to_thread(notify.send, url, payload)
+    finally:
+        state.background.discard(asyncio.current_task())
+
+
+def workload_reference(workload: WorkloadFacts) -> kopf.Body:
+    """Enough of a workload for kopf to post an Event about it."""
+    adapter = ADAPTERS_BY_KIND[workload.kind]
+    return kopf.Body(
+        {
+            "apiVersion": adapter.api_version,
+            "kind": workload.kind,
+            "metadata": {
+                "name": workload.name,
+                "namespace": workload.namespace,
+                "uid": workload.uid,
+            },
+        }
+    )
+
+
+def index_budgets(name: str, namespace: str | None, **_: Any) -> dict[tuple[str, str], bool]:
+    return {(namespace or "", name): True}
+
+
+async def hold_workloads_of_deleted_budget(
+    *, name: str, namespace: str | None, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A deleted budget leaves no workload unbudgeted: its workloads are held.
+
+    They resume only if a budget of the same name comes back and allows them
+    (the hold annotation is the operator's, so the new budget may lift it).
+    Killed workloads stay killed.
+    """
+    assert namespace is not None
+    state = runtime(memo)
+    for adapter in ADAPTERS:
+        index: kopf.Index[tuple[str, str], WorkloadFacts] = kwargs[workload_index_id(adapter)]
+        for workload in index.get((namespace, name), []):
+            operation = adapter.suspend(workload, "BudgetDeleted")
+            if operation is None:
+                continue
+            await state.client.apply(adapter, workload, operation)
+            kopf.event(
+                workload_reference(workload),
+                type="Warning",
+                reason="BudgetDeleted",
+                message=f"TrainingBudget {name} was deleted; held until a budget {name} allows it.",
+            )
+            log.info(
+                "held workload of deleted budget",
+                namespace=namespace,
+                budget=name,
+                workload=f"{workload.kind}/{workload.name}",
+            )
+
+
+def report_missing_budget(adapter: WorkloadAdapter) -> Any:
+    def on_workload_event(
+        event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+    ) -> None:
+        """Say why a held workload does not start when its budget does not exist."""
+        if event["type"] not in (None, "ADDED"):
+            return
+        facts = adapter.facts(body)
+        budgets: kopf.Index[tuple[str, str], bool] = kwargs["index_budgets"]
+        if not facts.held or (facts.namespace, facts.budget) in budgets:
+            return
+        state = runtime(memo)
+        if facts.uid in state.reported_missing:
+            return
+        state.reported_missing.add(facts.uid)
+        kopf.event(
+            body,
+            type="Warning",
+            reason="BudgetNotFound",
+            message=f"No TrainingBudget {facts.budget} in namespace {facts.namespace}; held "
+            f"until one exists. Create it, or fix the {BUDGET_LABEL} label.",
+        )
+
+    return on_workload_event
 
 
 # -------------------------------------------------------------- registration
@@ -244,6 +390,19 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
             id=workload_index_id(adapter),
             registry=registry,
         )(workload_indexer(adapter))
+        kopf.on.event(
+            adapter.group,
+            adapter.version,
+            adapter.plural,
+            labels={BUDGET_LABEL: kopf.PRESENT},
+            when=workload_filter(adapter),
+            id=f"missing_budget_{adapter.plural}",
+            registry=registry,
+        )(report_missing_budget(adapter))
+    kopf.index(GROUP, VERSION, "trainingbudgets", registry=registry)(index_budgets)
+    kopf.on.delete(GROUP, VERSION, "trainingbudgets", registry=registry)(
+        hold_workloads_of_deleted_budget
+    )
     kopf.timer(
         GROUP,
         VERSION,

@@ -8,10 +8,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from gpu_budget import BUDGET_LABEL, GPU_RESOURCE
+from gpu_budget import BUDGET_LABEL, GPU_RESOURCE, GROUP
 from gpu_budget.ledger import PodObservation
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
+STOP_AT_ANNOTATION = f"{GROUP}/stop-at"
+"""RFC 3339 time at which the operator will stop the pod; training code reads it
+through the downward API to checkpoint in time."""
 
 
 class PodFacts(BaseModel):
@@ -30,6 +33,12 @@ class PodFacts(BaseModel):
     termination_grace_seconds: int = 30
     controller_kind: str | None = None
     """Kind of the pod's controlling owner (Job, ...); None for a bare pod."""
+    stop_at: str | None = None
+    """The pod's ``gpubudget.dev/stop-at`` annotation, if the operator set one."""
+
+    @property
+    def holds_gpus(self) -> bool:
+        return self.running_since is not None and self.ended_at is None
 
     @property
     def budget_label(self) -> str | None:
@@ -64,6 +73,7 @@ class PodFacts(BaseModel):
             ended_at=_ended_at(status, observed_at),
             termination_grace_seconds=int(spec.get("terminationGracePeriodSeconds", 30)),
             controller_kind=controller.get("kind") if controller else None,
+            stop_at=(meta.get("annotations") or {}).get(STOP_AT_ANNOTATION),
         )
 
 

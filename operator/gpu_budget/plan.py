@@ -1,0 +1,327 @@
+"""One pass over a budget, planned: account, decide approval and enforcement, say what to change.
+
+The kopf shell gathers the facts, calls :func:`plan_pass` and carries the
+plan out: it writes the status, posts the Events, sends the notifications,
+and sends each workload operation. Nothing here touches the cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from gpu_budget import GROUP, approval, notify
+from gpu_budget import conditions as cond
+from gpu_budget.accounting import AccountingInput, BudgetEvent, account
+from gpu_budget.enforcement import Desired, EnforcementDecision, EnforcementInput, decide
+from gpu_budget.models import (
+    ApprovalStatus,
+    EnforcementAction,
+    EnforcementStatus,
+    Phase,
+    TrainingBudgetStatus,
+)
+from gpu_budget.pods import STOP_AT_ANNOTATION, PodFacts
+from gpu_budget.workloads import ADAPTERS_BY_KIND, Operation, WorkloadFacts
+
+APPROVED_BY_ANNOTATION = f"{GROUP}/approved-by"
+APPROVED_AT_ANNOTATION = f"{GROUP}/approved-at"
+
+APPROVED = "Approved"
+CAP_REACHED = "CapReached"
+THRESHOLD_REACHED = "ThresholdReached"
+IDLE = "GPUsIdle"
+
+
+class WorkloadAction(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    workload: WorkloadFacts
+    operation: Operation
+    reason: str
+    message: str
+
+
+class PodAnnotation(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str
+    name: str
+    annotations: dict[str, str]
+
+
+class Notification(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    reason: str
+    message: str
+
+
+class Plan(BaseModel):
+    status: TrainingBudgetStatus
+    events: list[BudgetEvent]
+    notifications: list[Notification]
+    workload_actions: list[WorkloadAction]
+    pod_annotations: list[PodAnnotation]
+    decision: EnforcementDecision
+    notify_url: str | None
+    """Where the policy wants notifications sent; None for none."""
+
+    def notification_payloads(
+        self, namespace: str, name: str, cost_cap: float
+    ) -> list[dict[str, Any]]:
+        return [
+            notify.payload(namespace, name, note.reason, note.message, self.status.spent, cost_cap)
+            for note in self.notifications
+        ]
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _current_utilization(pods: list[PodFacts], facts: AccountingInput) -> float | None:
+    if not facts.utilization.available:
+        return None
+    weighted = [
+        (pod.gpus, facts.utilization.for_pod(pod.namespace, pod.name, pod.node))
+        for pod in pods
+        if pod.holds_gpus
+    ]
+    known = [(gpus, value) for gpus, value in weighted if value is not None]
+    total = sum(gpus for gpus, _ in known)
+    if not known or total == 0:
+        return None
+    return sum(gpus * value for gpus, value in known) / total
+
+
+def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
+    previous = facts.status
+    outcome = account(facts)
+    status = outcome.status
+    events = list(outcome.events)
+    notifications: list[Notification] = []
+    now, spec, generation = facts.now, facts.spec, facts.generation
+
+    approval_decision = approval.decide(
+        spec.cost_cap,
+        None if status.estimate is None else status.estimate.total,
+        facts.policy.approval_ceiling,
+        annotations,
+    )
+    running_pods = [pod for pod in outcome.pods if pod.holds_gpus]
+    warn_at = spec.enforcement.warn_at
+    decision = decide(
+        EnforcementInput(
+            now=now,
+            generation=generation,
+            cost_cap=spec.cost_cap,
+            approval=approval_decision,
+            action=EnforcementAction(spec.enforcement.action),
+            warn_at=list(warn_at),
+            checkpoint_lead_seconds=spec.enforcement.checkpoint_lead_seconds,
+            idle=spec.enforcement.idle,
+            spent=status.spent,
+            burn_rate_per_hour=status.burn_rate_per_hour,
+            stop_grace_seconds=max(
+                (pod.termination_grace_seconds for pod in running_pods), default=0
+            ),
+            current_utilization=_current_utilization(outcome.pods, facts),
+            has_workloads=bool(facts.workloads),
+            previous_phase=Phase(previous.phase),
+            previous_reason=previous.enforcement.reason,
+            stopped_at_generation=previous.enforcement.stopped_at_generation,
+            warned=previous.enforcement.warned,
+            idle_since=previous.enforcement.idle_since,
+            idle_alerted_for=previous.enforcement.idle_alerted_for,
+        )
+    )
+
+    conditions = list(status.conditions)
+
+    # --- approval
+    approval_status: ApprovalStatus | None = None
+    if approval_decision.required or approval_decision.approved_amount is not None:
+        approved_by = annotations.get(APPROVED_BY_ANNOTATION)
+        approved_at_raw = annotations.get(APPROVED_AT_ANNOTATION)
+        approval_status = ApprovalStatus(
+            required=approval_decision.required,
+            approved_amount=approval_decision.approved_amount,
+            approved_by=approved_by,
+            approved_at=datetime.fromisoformat(approved_at_raw.replace("Z", "+00:00"))
+            if approved_at_raw
+            else None,
+            spend_limit=approval_decision.spend_limit,
+        )
+        previous_amount = None if previous.approval is None else previous.approval.approved_amount
+        if approval_decision.approved_amount is not None and (
+            approval_decision.approved_amount != previous_amount
+        ):
+            who = f" by {approved_by}" if approved_by else ""
+            message = f"Finance approved ${approval_decision.approved_amount:,.2f}{who}."
+            events.append(BudgetEvent(type="Normal", reason="Approved", message=message))
+            notifications.append(Notification(reason="Approved", message=message))
+    if approval_decision.required:
+        was_awaiting = cond.find(conditions, APPROVED)
+        conditions = cond.set_condition(
+            conditions,
+            APPROVED,
+            "False" if approval_decision.awaiting else "True",
+            approval_decision.reason,
+            approval_decision.message,
+            now,
+            generation,
+        )
+        if approval_decision.awaiting and (
+            was_awaiting is None or was_awaiting.reason != approval_decision.reason
+        ):
+            events.append(
+                BudgetEvent(
+                    type="Normal",
+                    reason=approval_decision.reason,
+                    message=approval_decision.message,
+                )
+            )
+            notifications.append(
+                Notification(reason=approval_decision.reason, message=approval_decision.message)
+            )
+    elif cond.find(conditions, APPROVED) is not None:
+        conditions = cond.set_condition(
+            conditions,
+            APPROVED,
+            "True",
+            approval_decision.reason,
+            approval_decision.message,
+            now,
+            generation,
+        )
+
+    # --- thresholds
+    for fraction in decision.warnings:
+        message = f"Spent ${status.spent:,.2f}, {fraction:.0%} of the ${spec.cost_cap:,.2f} cap."
+        events.append(BudgetEvent(type="Warning", reason="ThresholdReached", message=message))
+        notifications.append(Notification(reason="ThresholdReached", message=message))
+    highest = max((f for f in decision.warned if f < 1.0), default=None)
+    if highest is not None:
+        conditions = cond.set_condition(
+            conditions,
+            THRESHOLD_REACHED,
+            "True",
+            f"Above{round(highest * 100)}Percent",
+            f"Spend passed {highest:.0%} of the cap.",
+            now,
+            generation,
+        )
+
+    # --- idle GPUs
+    if decision.idle_alert and spec.enforcement.idle is not None:
+        message = (
+            f"GPUs below {spec.enforcement.idle.below_utilization:.0%} utilisation for "
+            f"{spec.enforcement.idle.for_minutes:g} minutes."
+        )
+        events.append(BudgetEvent(type="Warning", reason="GPUsIdle", message=message))
+        notifications.append(Notification(reason="GPUsIdle", message=message))
+    if spec.enforcement.idle is not None:
+        conditions = cond.set_condition(
+            conditions,
+            IDLE,
+            "True" if decision.idle_since is not None else "False",
+            "BelowThreshold" if decision.idle_since is not None else "Busy",
+            f"Idle since {_rfc3339(decision.idle_since)}."
+            if decision.idle_since is not None
+            else "GPUs are busy or not running.",
+            now,
+            generation,
+        )
+
+    # --- cap
+    stopped = decision.desired in (Desired.HOLD, Desired.KILL) and decision.phase in (
+        Phase.SUSPENDED,
+        Phase.KILLED,
+    )
+    if decision.acted:
+        kind = "Warning"
+        events.append(BudgetEvent(type=kind, reason=decision.reason, message=decision.message))
+        notifications.append(Notification(reason=decision.reason, message=decision.message))
+    if stopped or decision.reason == "CapExceeded":
+        conditions = cond.set_condition(
+            conditions, CAP_REACHED, "True", decision.reason, decision.message, now, generation
+        )
+    elif cond.find(conditions, CAP_REACHED) is not None:
+        conditions = cond.set_condition(
+            conditions, CAP_REACHED, "False", "WithinBudget", decision.message, now, generation
+        )
+    if previous.phase in (Phase.SUSPENDED,) and decision.desired == Desired.RUN:
+        events.append(
+            BudgetEvent(type="Normal", reason="Resumed", message="Budget has room again; resuming.")
+        )
+
+    # --- workloads
+    actions: list[WorkloadAction] = []
+    for workload in facts.workloads:
+        adapter = ADAPTERS_BY_KIND[workload.kind]
+        op: Operation | None
+        if decision.desired == Desired.RUN:
+            op = adapter.resume(workload)
+            reason, message = "Resumed", f"Budget {facts.name} allows it to run."
+        elif decision.desired == Desired.HOLD:
+            op = adapter.suspend(workload, decision.reason)
+            reason, message = "Suspended", f"Budget {facts.name}: {decision.message}"
+        else:
+            op = adapter.kill(workload, f"{decision.reason}: {decision.message}")
+            reason, message = "Killed", f"Budget {facts.name}: {decision.message}"
+        if op is not None:
+            actions.append(
+                WorkloadAction(workload=workload, operation=op, reason=reason, message=message)
+            )
+
+    # --- checkpoint warning
+    pod_annotations: list[PodAnnotation] = []
+    if decision.checkpoint and decision.stop_at is not None:
+        stop_at = _rfc3339(decision.stop_at)
+        for pod in running_pods:
+            if pod.stop_at != stop_at:
+                pod_annotations.append(
+                    PodAnnotation(
+                        namespace=pod.namespace,
+                        name=pod.name,
+                        annotations={STOP_AT_ANNOTATION: stop_at},
+                    )
+                )
+
+    enforcement = EnforcementStatus(
+        reason=None if decision.desired == Desired.RUN else decision.reason,
+        warned=decision.warned,
+        stop_at=decision.stop_at,
+        stopped_at=(now if decision.acted and stopped else previous.enforcement.stopped_at)
+        if stopped
+        else None,
+        spent_at_stop=(
+            status.spent if decision.acted and stopped else previous.enforcement.spent_at_stop
+        )
+        if stopped
+        else None,
+        stopped_at_generation=decision.stopped_at_generation,
+        idle_since=decision.idle_since,
+        idle_alerted_for=decision.idle_alerted_for,
+    )
+    final = status.model_copy(
+        update={
+            "phase": decision.phase,
+            "approval": approval_status,
+            "enforcement": enforcement,
+            "conditions": conditions,
+        }
+    )
+    return Plan(
+        status=final,
+        events=events,
+        notifications=notifications,
+        workload_actions=actions,
+        pod_annotations=pod_annotations,
+        decision=decision,
+        notify_url=facts.policy.notification_webhook_url,
+    )

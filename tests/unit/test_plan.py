@@ -1,0 +1,190 @@
+"""A whole pass planned: approval, thresholds, stop, resume, checkpoint, notifications."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gpu_budget import APPROVED_AMOUNT_ANNOTATION
+from gpu_budget.accounting import AccountingInput
+from gpu_budget.conditions import find
+from gpu_budget.models import (
+    BudgetPolicySpec,
+    InstanceTypePrice,
+    Phase,
+    PricingOverrides,
+    TrainingBudgetSpec,
+    TrainingBudgetStatus,
+)
+from gpu_budget.plan import APPROVED_BY_ANNOTATION, Plan, plan_pass
+from gpu_budget.pods import STOP_AT_ANNOTATION, PodFacts
+from gpu_budget.pricing import NodeFacts
+from gpu_budget.utilization import UtilizationSnapshot
+from gpu_budget.workloads import HELD_ANNOTATION, KILLED_ANNOTATION, JobAdapter
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+NODE_PRICE = 3600.0  # $1 per second for the node
+POLICY = BudgetPolicySpec(
+    approval_ceiling=10_000,
+    notification_webhook_url="http://127.0.0.1:9/hook",
+    pricing=PricingOverrides(
+        instance_types=[InstanceTypePrice(instance_type="p5.48xlarge", hourly_price=NODE_PRICE)]
+    ),
+)
+NODES = {
+    "p5-spot-0": NodeFacts(
+        name="p5-spot-0", labels={"node.kubernetes.io/instance-type": "p5.48xlarge"}, gpu_capacity=8
+    )
+}
+
+
+def job_body(suspend: bool = False, **annotations: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "train",
+            "namespace": "ml-team",
+            "uid": "job-uid",
+            "labels": {"gpubudget.dev/budget": "run"},
+            "annotations": annotations,
+        },
+        "spec": {
+            "suspend": suspend,
+            "parallelism": 1,
+            "template": {
+                "spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": 8}}}]}
+            },
+        },
+        "status": {} if suspend else {"active": 1},
+    }
+
+
+def pod(start: datetime = T0, stop_at: str | None = None) -> PodFacts:
+    return PodFacts(
+        uid="p1",
+        name="train-0",
+        namespace="ml-team",
+        labels={"batch.kubernetes.io/controller-uid": "job-uid"},
+        node="p5-spot-0",
+        gpus=8,
+        running_since=start,
+        ended_at=None,
+        termination_grace_seconds=0,
+        controller_kind="Job",
+        stop_at=stop_at,
+    )
+
+
+def plan(
+    now: datetime,
+    spec: dict[str, Any],
+    status: TrainingBudgetStatus | None = None,
+    job: dict[str, Any] | None = None,
+    pods: list[PodFacts] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> Plan:
+    return plan_pass(
+        AccountingInput(
+            namespace="ml-team",
+            name="run",
+            generation=1,
+            spec=TrainingBudgetSpec.model_validate(spec),
+            status=status or TrainingBudgetStatus(),
+            policy=POLICY,
+            pods=[pod()] if pods is None else pods,
+            workloads=[JobAdapter().facts(job or job_body())],
+            nodes=NODES,
+            utilization=UtilizationSnapshot(by_pod={("ml-team", "train-0"): 0.9}),
+            deleted_at={},
+            now=now,
+        ),
+        annotations or {},
+    )
+
+
+def test_over_ceiling_without_approval_holds_and_asks_finance() -> None:
+    held = job_body(suspend=True, **{HELD_ANNOTATION: "Admission"})
+    p = plan(T0, {"costCap": 50_000}, job=held, pods=[])
+    assert p.status.phase == Phase.AWAITING_APPROVAL
+    assert p.workload_actions == []  # already held at admission
+    approved = find(p.status.conditions, "Approved")
+    assert approved is not None and approved.status == "False"
+    assert [n.reason for n in p.notifications] == ["AwaitingApproval"]
+    assert p.status.approval is not None and p.status.approval.spend_limit == 0
+
+
+def test_approval_releases_the_held_job_and_records_the_approver() -> None:
+    held = job_body(suspend=True, **{HELD_ANNOTATION: "Admission"})
+    waiting = plan(T0, {"costCap": 50_000}, job=held, pods=[]).status
+    p = plan(
+        T0 + timedelta(seconds=5),
+        {"costCap": 50_000},
+        status=waiting,
+        job=held,
+        pods=[],
+        annotations={APPROVED_AMOUNT_ANNOTATION: "50000", APPROVED_BY_ANNOTATION: "bob"},
+    )
+    assert [a.operation.patch for a in p.workload_actions] == [
+        {"spec": {"suspend": False}, "metadata": {"annotations": {HELD_ANNOTATION: None}}}
+    ]
+    assert p.status.approval is not None and p.status.approval.approved_by == "bob"
+    assert any(e.reason == "Approved" and "bob" in e.message for e in p.events)
+
+
+def test_thresholds_warn_once_with_notification_payloads() -> None:
+    p = plan(T0 + timedelta(seconds=55), {"costCap": 100})
+    assert [e.reason for e in p.events if e.reason == "ThresholdReached"] == ["ThresholdReached"]
+    payloads = p.notification_payloads("ml-team", "run", 100)
+    assert any("50%" in body["text"] for body in payloads)
+    assert all(body["gpubudget"]["budget"] == "run" for body in payloads)
+    again = plan(T0 + timedelta(seconds=60), {"costCap": 100}, status=p.status)
+    assert "ThresholdReached" not in [e.reason for e in again.events]
+
+
+def test_stop_is_planned_and_pods_get_the_checkpoint_annotation() -> None:
+    p = plan(
+        T0 + timedelta(seconds=40), {"costCap": 100, "enforcement": {"checkpointLeadSeconds": 120}}
+    )
+    assert p.decision.stop_at == T0 + timedelta(seconds=100)
+    assert p.status.enforcement.stop_at == T0 + timedelta(seconds=100)
+    assert p.pod_annotations[0].annotations == {STOP_AT_ANNOTATION: "2026-11-01T12:01:40Z"}
+    same = plan(
+        T0 + timedelta(seconds=41),
+        {"costCap": 100, "enforcement": {"checkpointLeadSeconds": 120}},
+        pods=[pod(stop_at="2026-11-01T12:01:40Z")],
+    )
+    assert same.pod_annotations == []
+
+
+def test_cap_reached_suspends_the_job() -> None:
+    p = plan(T0 + timedelta(seconds=100), {"costCap": 100})
+    assert p.status.phase == Phase.SUSPENDED
+    (action,) = p.workload_actions
+    assert action.operation.patch == {
+        "spec": {"suspend": True},
+        "metadata": {"annotations": {HELD_ANNOTATION: "CapReached"}},
+    }
+    assert p.status.enforcement.spent_at_stop == p.status.spent
+    assert any(e.reason == "CapReached" for e in p.events)
+    capped = find(p.status.conditions, "CapReached")
+    assert capped is not None and capped.status == "True"
+
+
+def test_kill_marks_the_job_killed() -> None:
+    p = plan(T0 + timedelta(seconds=100), {"costCap": 100, "enforcement": {"action": "Kill"}})
+    assert p.status.phase == Phase.KILLED
+    (action,) = p.workload_actions
+    assert action.operation.patch is not None
+    assert action.operation.patch["metadata"]["annotations"][KILLED_ANNOTATION].startswith(
+        "CapReached"
+    )
+
+
+def test_raised_cap_resumes_a_suspended_job() -> None:
+    stopped = plan(T0 + timedelta(seconds=100), {"costCap": 100}).status
+    held = job_body(suspend=True, **{HELD_ANNOTATION: "CapReached"})
+    still = plan(T0 + timedelta(seconds=110), {"costCap": 100}, status=stopped, job=held, pods=[])
+    assert still.status.phase == Phase.SUSPENDED and still.workload_actions == []
+    raised = plan(T0 + timedelta(seconds=120), {"costCap": 200}, status=stopped, job=held, pods=[])
+    assert raised.status.phase == Phase.PENDING
+    assert [a.reason for a in raised.workload_actions] == ["Resumed"]
+    assert "Resumed" in [e.reason for e in raised.events]
