@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import kopf
 
-from gpu_budget import handlers, logs
+from gpu_budget import admission, handlers, logs
 from gpu_budget.config import parse_args
 
 
@@ -15,6 +15,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logs.configure()
     registry = kopf.OperatorRegistry()
     handlers.register(registry, config)
+    admission.register(registry, config)  # no-op without --webhook-cert-file
     kopf.run(
         registry=registry,
         clusterwide=not config.namespaces,

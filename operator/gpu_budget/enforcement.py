@@ -56,6 +56,8 @@ class EnforcementInput(BaseModel):
     previous_reason: str | None
     """Why the budget was last stopped, if it was."""
     stopped_at_generation: int | None
+    limit_at_stop: float | None
+    """The spend limit when the run was stopped, if it was."""
     warned: list[float]
     idle_since: datetime | None
     idle_alerted_for: datetime | None
@@ -83,6 +85,7 @@ class EnforcementDecision(BaseModel):
     """An Alert-only idle rule fires now (once per idle stretch)."""
     idle_alerted_for: datetime | None
     stopped_at_generation: int | None
+    limit_at_stop: float | None
 
 
 def _seconds_to_limit(limit: float, spent: float, burn_per_hour: float) -> float | None:
@@ -124,6 +127,7 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
         acted: bool = False,
         stopped_at_generation: int | None = None,
         warned_now: list[float] | None = None,
+        limit_at_stop: float | None = None,
     ) -> EnforcementDecision:
         return EnforcementDecision(
             desired=desired,
@@ -139,6 +143,7 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
             idle_alert=idle_alert,
             idle_alerted_for=idle_alerted_for,
             stopped_at_generation=stopped_at_generation,
+            limit_at_stop=limit_at_stop,
         )
 
     # A killed run stays killed whatever happens to the budget afterwards.
@@ -149,6 +154,7 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
             facts.previous_reason or "CapReached",
             "The run was killed; its workloads cannot restart. Create a new budget and workload.",
             stopped_at_generation=facts.stopped_at_generation,
+            limit_at_stop=facts.limit_at_stop,
         )
 
     approval = facts.approval
@@ -175,8 +181,14 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
                     "IdleGPUs",
                     "Suspended because its GPUs were idle; edit the budget to resume.",
                     stopped_at_generation=facts.stopped_at_generation,
+                    limit_at_stop=facts.limit_at_stop,
                 )
-        elif limit - facts.spent < RESUME_HEADROOM * facts.cost_cap:
+        elif (
+            facts.limit_at_stop is not None and limit <= facts.limit_at_stop
+        ) or limit - facts.spent < RESUME_HEADROOM * facts.cost_cap:
+            # A predictive stop leaves a sliver of the cap unspent (the grace
+            # period's worth); that sliver is no reason to start again. Only a
+            # higher limit is.
             if limited_by_approval:
                 message = (
                     f"Suspended at the approved ${limit:,.2f}; the cap of ${facts.cost_cap:,.2f} "
@@ -193,6 +205,7 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
                 facts.previous_reason or "CapReached",
                 message,
                 stopped_at_generation=facts.stopped_at_generation,
+                limit_at_stop=facts.limit_at_stop,
             )
 
     if reached:
@@ -205,6 +218,7 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
                 f"${facts.cost_cap:,.2f} awaits finance's approval.",
                 acted=True,
                 stopped_at_generation=facts.generation,
+                limit_at_stop=limit,
             )
         if facts.action == EnforcementAction.SUSPEND:
             return decision(
@@ -214,6 +228,7 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
                 f"Spend reached the cap of ${facts.cost_cap:,.2f}; workloads suspended.",
                 acted=True,
                 stopped_at_generation=facts.generation,
+                limit_at_stop=limit,
             )
         if facts.action == EnforcementAction.KILL:
             return decision(
@@ -223,6 +238,7 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
                 f"Spend reached the cap of ${facts.cost_cap:,.2f}; workloads killed.",
                 acted=True,
                 stopped_at_generation=facts.generation,
+                limit_at_stop=limit,
             )
         first_alert = CAP_ALERT not in warned
         return decision(
@@ -248,6 +264,7 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
             f"{facts.idle.for_minutes:g} minutes; workloads suspended.",
             acted=True,
             stopped_at_generation=facts.generation,
+            limit_at_stop=limit,
         )
 
     planned = stop_at if facts.action != EnforcementAction.ALERT or limited_by_approval else None

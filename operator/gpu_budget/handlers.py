@@ -374,6 +374,8 @@ def report_missing_budget(adapter: WorkloadAdapter) -> Any:
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     """Attach every handler to ``registry``; the accounting interval comes from config."""
+    # A registry of our own does not inherit kopf's default login handlers.
+    kopf.on.login(registry=registry)(kopf.login_via_client)
     kopf.on.startup(registry=registry)(start)
     kopf.on.cleanup(registry=registry)(stop)
     kopf.index("", "v1", "pods", when=pod_has_gpus, registry=registry)(index_gpu_pods)

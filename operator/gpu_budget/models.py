@@ -337,6 +337,11 @@ class EnforcementStatus(ApiModel):
     )
     stopped_at: datetime | None = Field(default=None, description="When the run was stopped.")
     spent_at_stop: USD | None = None
+    limit_at_stop: USD | None = Field(
+        default=None,
+        description="The spend limit when the run was stopped; it resumes only once the "
+        "limit rises above it (cap raised, and approved when above the ceiling).",
+    )
     stopped_at_generation: int | None = None
     idle_since: datetime | None = Field(
         default=None, description="Start of the current stretch of idle GPUs."

@@ -134,6 +134,7 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
             previous_phase=Phase(previous.phase),
             previous_reason=previous.enforcement.reason,
             stopped_at_generation=previous.enforcement.stopped_at_generation,
+            limit_at_stop=previous.enforcement.limit_at_stop,
             warned=previous.enforcement.warned,
             idle_since=previous.enforcement.idle_since,
             idle_alerted_for=previous.enforcement.idle_alerted_for,
@@ -305,6 +306,7 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
         if stopped
         else None,
         stopped_at_generation=decision.stopped_at_generation,
+        limit_at_stop=decision.limit_at_stop if stopped else None,
         idle_since=decision.idle_since,
         idle_alerted_for=decision.idle_alerted_for,
     )

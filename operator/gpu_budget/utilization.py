@@ -109,6 +109,14 @@ def parse_samples(samples: Iterable[Mapping[str, Any]]) -> UtilizationSnapshot:
     return UtilizationSnapshot(by_pod=by_pod, by_node=by_node)
 
 
+def describe_failure(url: str, error: Exception) -> str:
+    """A one-line reason fit for a condition message (no query strings, no stack)."""
+    text = str(error)
+    # urllib3 puts the whole query URL in its message; keep only the cause.
+    detail = text.split("(Caused by ", 1)[1].rstrip(")") if "(Caused by " in text else text
+    return f"{type(error).__name__} querying Prometheus at {url}: {detail[:160]}"
+
+
 class PrometheusUtilizationSource:
     """Reads the utilisation snapshot from Prometheus (blocking; run it in a thread)."""
 
@@ -126,6 +134,6 @@ class PrometheusUtilizationSource:
     def fetch(self) -> UtilizationSnapshot:
         try:
             samples = self._client.custom_query(utilization_query())
-        except Exception as error:
-            return UtilizationSnapshot(available=False, error=f"{type(error).__name__}: {error}")
+        except Exception as error:  # any failure means "metrics unavailable"
+            return UtilizationSnapshot(available=False, error=describe_failure(self.url, error))
         return parse_samples(samples)

@@ -69,7 +69,8 @@ def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def budget(name: str, namespace: str, cap: float = 1_000_000, **spec: Any) -> dict[str, Any]:
+def budget(name: str, namespace: str, cap: float = 9_000, **spec: Any) -> dict[str, Any]:
+    """A budget under the default $10,000 approval ceiling, so it runs without finance."""
     return {
         "apiVersion": "gpubudget.dev/v1alpha1",
         "kind": "TrainingBudget",
@@ -99,6 +100,9 @@ def gpu_job(
                 },
                 "spec": {
                     "restartPolicy": "Never",
+                    # kwok removes pods at once; say so, so the planned stop
+                    # does not leave a grace period's worth of the cap unspent.
+                    "terminationGracePeriodSeconds": 0,
                     "nodeSelector": {
                         "node.kubernetes.io/instance-type": "p5.48xlarge",
                         "karpenter.sh/capacity-type": "spot",
@@ -163,8 +167,17 @@ def crds_and_policy(cluster: Any) -> Iterator[None]:
 
 
 @pytest.fixture
-def operator(cluster: Any, crds_and_policy: None, tmp_path: Path) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(cluster.kubeconfig, cluster.prometheus_url, tmp_path / "operator.log")
+def operator(
+    cluster: Any, crds_and_policy: None, namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    # Serving only the test's namespace keeps concurrent test runs from
+    # enforcing each other's budgets.
+    process = OperatorProcess(
+        cluster.kubeconfig,
+        cluster.prometheus_url,
+        tmp_path / "operator.log",
+        extra_args=(f"--namespace={namespace}",),
+    )
     process.start()
     yield process
     process.stop()

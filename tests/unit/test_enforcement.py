@@ -35,6 +35,7 @@ def facts(**overrides: Any) -> EnforcementInput:
         "previous_phase": Phase.RUNNING,
         "previous_reason": None,
         "stopped_at_generation": None,
+        "limit_at_stop": None,
         "warned": [],
         "idle_since": None,
         "idle_alerted_for": None,
@@ -101,6 +102,23 @@ def test_suspended_run_stays_suspended_until_the_cap_is_raised() -> None:
     )
     assert resumed.desired == Desired.RUN
     assert resumed.phase == Phase.RUNNING
+
+
+def test_the_grace_sliver_left_by_a_predictive_stop_does_not_resume() -> None:
+    stopped = decide(facts(spent=975))
+    assert stopped.limit_at_stop == CAP
+    held = facts(
+        spent=975,
+        burn_rate_per_hour=0,
+        previous_phase=Phase.SUSPENDED,
+        previous_reason="CapReached",
+        limit_at_stop=stopped.limit_at_stop,
+    )
+    assert decide(held).desired == Desired.HOLD
+    raised = held.model_copy(
+        update={"cost_cap": 1_200, "approval": decide_approval(1_200, None, 10_000, {})}
+    )
+    assert decide(raised).desired == Desired.RUN
 
 
 def test_tiny_headroom_does_not_resume() -> None:
