@@ -163,10 +163,11 @@ class Enforcement(ApiModel):
         description="At the cap: Suspend the workloads (they can resume), Kill them for "
         "good, or Alert only.",
     )
-    warn_at: list[Fraction] = Field(
-        default_factory=lambda: list(DEFAULT_WARN_AT),
+    warn_at: list[Fraction] | None = Field(
+        default=None,
         max_length=MAX_WARN_AT,
-        description="Fractions of the cap (each in (0, 1), no duplicates) at which to warn.",
+        description="Fractions of the cap (each in (0, 1), no duplicates) at which to warn. "
+        "When absent, the BudgetPolicy's defaultWarnAt (0.5, 0.8, 0.9 unless changed).",
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(WARN_AT_UNIQUE_RULE, "spec.enforcement.warnAt entries must be unique")
@@ -184,8 +185,8 @@ class Enforcement(ApiModel):
 
     @field_validator("warn_at")
     @classmethod
-    def _unique_warn_at(cls, v: list[float]) -> list[float]:
-        return _unique_thresholds(v, "spec.enforcement.warnAt")
+    def _unique_warn_at(cls, v: list[float] | None) -> list[float] | None:
+        return None if v is None else _unique_thresholds(v, "spec.enforcement.warnAt")
 
 
 class Owner(ApiModel):

@@ -113,7 +113,11 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
         annotations,
     )
     running_pods = [pod for pod in outcome.pods if pod.holds_gpus]
-    warn_at = spec.enforcement.warn_at
+    warn_at = (
+        spec.enforcement.warn_at
+        if spec.enforcement.warn_at is not None
+        else facts.policy.default_warn_at
+    )
     decision = decide(
         EnforcementInput(
             now=now,

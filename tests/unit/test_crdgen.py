@@ -25,7 +25,6 @@ from pydantic import ValidationError
 
 from gpu_budget import crdgen
 from gpu_budget.models import (
-    DEFAULT_WARN_AT,
     BudgetPolicySpec,
     TrainingBudgetSpec,
     TrainingBudgetStatus,
@@ -435,7 +434,8 @@ def test_spec_defaults_match_pydantic() -> None:
     assert enforcement["default"] == {}
     props = enforcement["properties"]
     assert props["action"]["default"] == "Suspend"
-    assert props["warnAt"]["default"] == list(DEFAULT_WARN_AT)
+    # Absent on purpose: the BudgetPolicy's defaultWarnAt applies then.
+    assert "default" not in props["warnAt"]
     assert TB_SPEC["properties"]["costModel"]["default"] == "Allocation"
     assert "default" not in TB_SPEC["properties"]["costCap"]
 
@@ -477,7 +477,7 @@ def test_valid_specs_accepted_and_defaulted_alike(spec: Schema) -> None:
 def test_minimal_spec_gets_the_documented_defaults() -> None:
     defaulted = apply_defaults({"spec": {"costCap": 100}}, TB_ROOT)["spec"]
     assert defaulted["enforcement"]["action"] == "Suspend"
-    assert defaulted["enforcement"]["warnAt"] == [0.5, 0.8, 0.9]
+    assert "warnAt" not in defaulted["enforcement"]
     assert defaulted["enforcement"]["checkpointLeadSeconds"] == 300
     assert defaulted["costModel"] == "Allocation"
     assert "idle" not in defaulted["enforcement"]

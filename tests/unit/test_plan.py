@@ -188,3 +188,22 @@ def test_raised_cap_resumes_a_suspended_job() -> None:
     assert raised.status.phase == Phase.PENDING
     assert [a.reason for a in raised.workload_actions] == ["Resumed"]
     assert "Resumed" in [e.reason for e in raised.events]
+
+
+def test_policy_default_thresholds_apply_when_the_budget_names_none() -> None:
+    policy = POLICY.model_copy(update={"default_warn_at": [0.25]})
+    facts = AccountingInput(
+        namespace="ml-team",
+        name="run",
+        generation=1,
+        spec=TrainingBudgetSpec.model_validate({"costCap": 100}),
+        status=TrainingBudgetStatus(),
+        policy=policy,
+        pods=[pod()],
+        workloads=[JobAdapter().facts(job_body())],
+        nodes=NODES,
+        utilization=UtilizationSnapshot(),
+        deleted_at={},
+        now=T0 + timedelta(seconds=30),
+    )
+    assert plan_pass(facts, {}).decision.warnings == [0.25]
