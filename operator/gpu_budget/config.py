@@ -28,6 +28,9 @@ class OperatorConfig(BaseModel):
     policy_name: str = "default"
     standalone: bool = Field(default=False, description="Run without kopf peering (no HA).")
     liveness_endpoint: str | None = None
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port of the operator's own /metrics."
+    )
 
     # Admission webhooks (gpu_budget.admission). Off unless a serving certificate is given:
     # the accounting-only operator needs no webhooks, and Kubernetes only calls HTTPS ones.
@@ -85,7 +88,8 @@ class OperatorConfig(BaseModel):
             ]
             if given:
                 raise ValueError(
-                    f"{', '.join(given)} need(s) --webhook-cert-file and --webhook-key-file: "
+                    f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} "
+                    "--webhook-cert-file and --webhook-key-file: "
                     "webhooks are served over HTTPS only (make one with hack/webhook-certs.sh)"
                 )
         if self.manage_webhook_config and self.webhook_ca_file is None:
@@ -137,6 +141,13 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         "--liveness-endpoint",
         default=env.get("GPUBUDGET_LIVENESS_ENDPOINT") or None,
         help="e.g. http://0.0.0.0:8080/healthz (env GPUBUDGET_LIVENESS_ENDPOINT).",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env["GPUBUDGET_METRICS_PORT"]) if env.get("GPUBUDGET_METRICS_PORT") else None,
+        help="Serve the operator's Prometheus metrics on this port at /metrics "
+        "(env GPUBUDGET_METRICS_PORT; default: not served).",
     )
     webhooks = parser.add_argument_group(
         "admission webhooks",
@@ -203,6 +214,7 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
             accounting_interval=args.accounting_interval,
             standalone=args.standalone,
             liveness_endpoint=args.liveness_endpoint,
+            metrics_port=args.metrics_port,
             webhook_address=args.webhook_address,
             webhook_port=args.webhook_port,
             webhook_host=args.webhook_host,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 import structlog
 
-from gpu_budget import BUDGET_LABEL, GROUP, VERSION, notify
+from gpu_budget import BUDGET_LABEL, GROUP, VERSION, metrics, notify
 from gpu_budget.accounting import AccountingInput
 from gpu_budget.config import OperatorConfig
 from gpu_budget.enforcement import Desired
@@ -35,6 +35,8 @@ from gpu_budget.workloads import ADAPTERS, ADAPTERS_BY_KIND, WorkloadAdapter, Wo
 log = structlog.get_logger("gpu_budget")
 
 TOMBSTONE_TTL = timedelta(hours=1)
+ACTION_EVENT_REASONS = frozenset({"ThresholdReached", "CapExceeded", "GPUsIdle", "Approved"})
+"""Budget Events that count as enforcement actions besides workload operations."""
 STATUS_FIELDS = frozenset(
     field.alias or name for name, field in TrainingBudgetStatus.model_fields.items()
 )
@@ -80,6 +82,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # Our own Events say what was decided; kopf's per-handler Events would drown them.
     settings.posting.level = logging.WARNING
     state = runtime(memo)
+    if state.config.metrics_port is not None:
+        metrics.serve(state.config.metrics_port)
     if state.config.prometheus_url is None:
         state.utilization = UtilizationSnapshot(
             available=False, error="no Prometheus URL configured (--prometheus-url)"
@@ -103,8 +107,10 @@ async def poll_utilization(state: Runtime, source: PrometheusUtilizationSource) 
     was_available: bool | None = None
     while True:
         started = asyncio.get_running_loop().time()
-        snapshot = await asyncio.to_thread(source.fetch)
+        with metrics.QUERY_SECONDS.time():
+            snapshot = await asyncio.to_thread(source.fetch)
         state.utilization = snapshot
+        metrics.METRICS_SOURCE_UP.set(1 if snapshot.available else 0)
         if snapshot.available != was_available:
             log.info(
                 "metrics source",
@@ -202,8 +208,43 @@ async def account_budget(
     after its handler id.
     """
     assert namespace is not None, "TrainingBudget is namespaced"
-    state = runtime(memo)
+    with metrics.RECONCILE_SECONDS.time(), count_errors():
+        await reconcile_budget(
+            state=runtime(memo),
+            name=name,
+            namespace=namespace,
+            spec=spec,
+            status=status,
+            meta=meta,
+            body=body,
+            patch=patch,
+            indices=kwargs,
+        )
+
+
+@contextlib.contextmanager
+def count_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception:
+        metrics.RECONCILE_ERRORS.inc()
+        raise
+
+
+async def reconcile_budget(
+    *,
+    state: Runtime,
+    name: str,
+    namespace: str,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    indices: Mapping[str, Any],
+) -> None:
     previous = parse_status(status)
+    kwargs = indices
     for _ in range(2):
         plan = plan_pass(
             gather(state, name, namespace, spec, meta, previous, kwargs), meta.annotations
@@ -218,6 +259,7 @@ async def account_budget(
             break
         await asyncio.sleep(max(0.0, wait))
     patch.status.update(previous.model_dump(mode="json", by_alias=True))
+    metrics.observe_budget(namespace, name, TrainingBudgetSpec.model_validate(dict(spec)), previous)
 
 
 def gather(
@@ -257,6 +299,7 @@ async def carry_out(state: Runtime, plan: Plan, body: kopf.Body, namespace: str,
     for action in plan.workload_actions:
         workload = action.workload
         await state.client.apply(ADAPTERS_BY_KIND[workload.kind], workload, action.operation)
+        metrics.ACTIONS.labels(action.reason).inc()
         kopf.event(
             workload_reference(workload),
             type="Normal",
@@ -274,6 +317,8 @@ async def carry_out(state: Runtime, plan: Plan, body: kopf.Body, namespace: str,
             annotation.namespace, annotation.name, annotation.annotations
         )
     for event in plan.events:
+        if event.reason in ACTION_EVENT_REASONS:
+            metrics.ACTIONS.labels(event.reason).inc()
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         bound.info("event", reason=event.reason, message=event.message)
     if plan.notify_url:
@@ -312,7 +357,7 @@ def index_budgets(name: str, namespace: str | None, **_: Any) -> dict[tuple[str,
 
 
 async def hold_workloads_of_deleted_budget(
-    *, name: str, namespace: str | None, memo: kopf.Memo, **kwargs: Any
+    *, name: str, namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     """A deleted budget leaves no workload unbudgeted: its workloads are held.
 
@@ -322,6 +367,7 @@ async def hold_workloads_of_deleted_budget(
     """
     assert namespace is not None
     state = runtime(memo)
+    metrics.forget_budget(namespace, name, TrainingBudgetSpec.model_validate(dict(spec)))
     for adapter in ADAPTERS:
         index: kopf.Index[tuple[str, str], WorkloadFacts] = kwargs[workload_index_id(adapter)]
         for workload in index.get((namespace, name), []):

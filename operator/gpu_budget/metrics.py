@@ -1,0 +1,104 @@
+"""The operator's own Prometheus metrics, served on /metrics.
+
+Per-budget series carry namespace, budget, team and cost_center so finance
+can sum spend by team or cost centre without joining anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from gpu_budget.models import Phase, TrainingBudgetSpec, TrainingBudgetStatus
+
+BUDGET_LABELS = ("namespace", "budget", "team", "cost_center")
+
+SPENT = Gauge("gpubudget_spent_usd", "Spend so far.", BUDGET_LABELS)
+CAP = Gauge("gpubudget_cap_usd", "The budget's cost cap.", BUDGET_LABELS)
+BURN_RATE = Gauge("gpubudget_burn_rate_usd_per_hour", "Current spend rate.", BUDGET_LABELS)
+UTILIZATION = Gauge(
+    "gpubudget_gpu_utilization_ratio", "GPU-time-weighted utilisation so far (0-1).", BUDGET_LABELS
+)
+IDLE_SPEND = Gauge("gpubudget_idle_spend_usd", "Spend on GPU time that did no work.", BUDGET_LABELS)
+SPENT_RATIO = Gauge("gpubudget_spent_ratio", "Spend as a fraction of the cap.", BUDGET_LABELS)
+AWAITING_SINCE = Gauge(
+    "gpubudget_awaiting_approval_since_timestamp_seconds",
+    "Unix time since which the budget waits for finance (absent when not waiting).",
+    BUDGET_LABELS,
+)
+APPROVALS_PENDING = Gauge("gpubudget_approvals_pending", "Budgets waiting for finance's approval.")
+ACTIONS = Counter(
+    "gpubudget_enforcement_actions_total",
+    "Enforcement actions taken on workloads and budgets.",
+    ("action",),
+)
+RECONCILE_SECONDS = Histogram(
+    "gpubudget_reconcile_duration_seconds",
+    "Duration of one accounting and enforcement pass over a budget.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+RECONCILE_ERRORS = Counter(
+    "gpubudget_reconcile_errors_total", "Accounting passes that failed and will be retried."
+)
+QUERY_SECONDS = Histogram(
+    "gpubudget_prometheus_query_duration_seconds",
+    "Duration of the cluster-wide utilisation query.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+METRICS_SOURCE_UP = Gauge(
+    "gpubudget_metrics_source_up", "1 while the DCGM metrics source (Prometheus) answers."
+)
+
+_awaiting: set[tuple[str, str]] = set()
+
+
+def budget_labels(namespace: str, name: str, spec: TrainingBudgetSpec) -> tuple[str, ...]:
+    owner = spec.owner
+    return (
+        namespace,
+        name,
+        (owner.team if owner else None) or "",
+        (owner.cost_center if owner else None) or "",
+    )
+
+
+def observe_budget(
+    namespace: str, name: str, spec: TrainingBudgetSpec, status: TrainingBudgetStatus
+) -> None:
+    labels = budget_labels(namespace, name, spec)
+    SPENT.labels(*labels).set(status.spent)
+    CAP.labels(*labels).set(spec.cost_cap)
+    SPENT_RATIO.labels(*labels).set(status.spent / spec.cost_cap)
+    BURN_RATE.labels(*labels).set(status.burn_rate_per_hour)
+    IDLE_SPEND.labels(*labels).set(status.idle_spend)
+    if status.gpu_utilization is not None:
+        UTILIZATION.labels(*labels).set(status.gpu_utilization)
+    key = (namespace, name)
+    waiting = next(
+        (c for c in status.conditions if c.type == "Approved" and c.status == "False"), None
+    )
+    if status.phase == Phase.AWAITING_APPROVAL and waiting is not None:
+        AWAITING_SINCE.labels(*labels).set(waiting.last_transition_time.timestamp())
+        _awaiting.add(key)
+    else:
+        _remove(AWAITING_SINCE, labels)
+        _awaiting.discard(key)
+    APPROVALS_PENDING.set(len(_awaiting))
+
+
+def forget_budget(namespace: str, name: str, spec: TrainingBudgetSpec) -> None:
+    labels = budget_labels(namespace, name, spec)
+    for gauge in (SPENT, CAP, SPENT_RATIO, BURN_RATE, IDLE_SPEND, UTILIZATION, AWAITING_SINCE):
+        _remove(gauge, labels)
+    _awaiting.discard((namespace, name))
+    APPROVALS_PENDING.set(len(_awaiting))
+
+
+def _remove(gauge: Gauge, labels: tuple[str, ...]) -> None:
+    with contextlib.suppress(KeyError):  # never set: nothing to remove
+        gauge.remove(*labels)
+
+
+def serve(port: int, address: str = "0.0.0.0") -> None:
+    start_http_server(port, addr=address)
