@@ -21,6 +21,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
         standalone=config.standalone,
+        peering_name=config.peering_name,
+        priority=config.priority,
         liveness_endpoint=config.liveness_endpoint,
         memo=kopf.Memo(runtime=handlers.Runtime(config=config)),
     )

@@ -27,6 +27,19 @@ class OperatorConfig(BaseModel):
     )
     policy_name: str = "default"
     standalone: bool = Field(default=False, description="Run without kopf peering (no HA).")
+    peering_name: str = Field(
+        default="gpu-budget-operator",
+        description="ClusterKopfPeering object the replicas coordinate through.",
+    )
+    priority: int = Field(
+        default=0, description="Peering priority; the highest-priority live replica is active."
+    )
+    peering_lifetime: int = Field(
+        default=15,
+        ge=5,
+        description="Seconds after its last keep-alive that a silent replica counts as dead; "
+        "bounds failover time.",
+    )
     liveness_endpoint: str | None = None
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535, description="Port of the operator's own /metrics."
@@ -138,6 +151,24 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         help="Do not coordinate with other replicas (env GPUBUDGET_STANDALONE=true).",
     )
     parser.add_argument(
+        "--peering-name",
+        default=env.get("GPUBUDGET_PEERING_NAME", "gpu-budget-operator"),
+        help="ClusterKopfPeering the replicas share (env GPUBUDGET_PEERING_NAME).",
+    )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=int(env.get("GPUBUDGET_PRIORITY", "0")),
+        help="Peering priority of this replica (env GPUBUDGET_PRIORITY; default 0). Replicas "
+        "of equal priority: kopf keeps one active and pauses the others.",
+    )
+    parser.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=int(env.get("GPUBUDGET_PEERING_LIFETIME", "15")),
+        help="Seconds before a silent replica is taken for dead (env GPUBUDGET_PEERING_LIFETIME).",
+    )
+    parser.add_argument(
         "--liveness-endpoint",
         default=env.get("GPUBUDGET_LIVENESS_ENDPOINT") or None,
         help="e.g. http://0.0.0.0:8080/healthz (env GPUBUDGET_LIVENESS_ENDPOINT).",
@@ -213,6 +244,9 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
             prometheus_url=args.prometheus_url,
             accounting_interval=args.accounting_interval,
             standalone=args.standalone,
+            peering_name=args.peering_name,
+            priority=args.priority,
+            peering_lifetime=args.peering_lifetime,
             liveness_endpoint=args.liveness_endpoint,
             metrics_port=args.metrics_port,
             webhook_address=args.webhook_address,

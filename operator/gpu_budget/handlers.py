@@ -81,6 +81,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     )
     # Our own Events say what was decided; kopf's per-handler Events would drown them.
     settings.posting.level = logging.WARNING
+    # Two active replicas would enforce twice: without --standalone, run only
+    # when peering works, and notice a dead peer within the configured lifetime.
+    settings.peering.mandatory = not runtime(memo).config.standalone
+    settings.peering.lifetime = runtime(memo).config.peering_lifetime
     state = runtime(memo)
     if state.config.metrics_port is not None:
         metrics.serve(state.config.metrics_port)
