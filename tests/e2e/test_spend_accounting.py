@@ -12,176 +12,24 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.operator_process import OperatorProcess
-
-NODE_PRICE = 3600.0  # USD/h for a whole spot p5.48xlarge: 8 GPUs, $450 per GPU-hour
-POLICY = {
-    "apiVersion": "gpubudget.dev/v1alpha1",
-    "kind": "BudgetPolicy",
-    "metadata": {"name": "default"},
-    "spec": {
-        "pricing": {
-            "instanceTypes": [
-                {"instanceType": "p5.48xlarge", "capacityType": "spot", "hourlyPrice": NODE_PRICE}
-            ]
-        }
-    },
-}
-REPO = Path(__file__).resolve().parents[2]
-
-
-def apply(cluster: Any, manifest: dict[str, Any], context: str = "admin") -> None:
-    cluster.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        "-",
-        input=json.dumps(manifest),
-        context=context,
-    )
-
-
-def get(cluster: Any, kind: str, name: str, namespace: str) -> dict[str, Any]:
-    out = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout
-    return dict(json.loads(out))
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
-
-
-def parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def budget(name: str, namespace: str, cap: float = 9_000, **spec: Any) -> dict[str, Any]:
-    """A budget under the default $10,000 approval ceiling, so it runs without finance."""
-    return {
-        "apiVersion": "gpubudget.dev/v1alpha1",
-        "kind": "TrainingBudget",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"costCap": cap, **spec},
-    }
-
-
-def gpu_job(
-    name: str, namespace: str, budget_name: str, pods: int = 2, utilization: float = 1.0
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"gpubudget.dev/budget": budget_name},
-        },
-        "spec": {
-            "parallelism": pods,
-            "completions": pods,
-            "backoffLimit": 0,
-            "template": {
-                "metadata": {
-                    "annotations": {"dcgm-sim.gpubudget.dev/utilization": str(utilization)}
-                },
-                "spec": {
-                    "restartPolicy": "Never",
-                    # kwok removes pods at once; say so, so the planned stop
-                    # does not leave a grace period's worth of the cap unspent.
-                    "terminationGracePeriodSeconds": 0,
-                    "nodeSelector": {
-                        "node.kubernetes.io/instance-type": "p5.48xlarge",
-                        "karpenter.sh/capacity-type": "spot",
-                    },
-                    "containers": [
-                        {
-                            "name": "trainer",
-                            "image": "trainer:latest",
-                            "resources": {"limits": {"nvidia.com/gpu": 8}},
-                        }
-                    ],
-                },
-            },
-        },
-    }
-
-
-def job_pods(cluster: Any, namespace: str, job: str) -> list[dict[str, Any]]:
-    out = cluster.kubectl(
-        "get", "pods", "-n", namespace, "-l", f"job-name={job}", "-o", "json"
-    ).stdout
-    return list(json.loads(out)["items"])
-
-
-def running_pods(cluster: Any, namespace: str, job: str, count: int) -> list[dict[str, Any]]:
-    def ready() -> list[dict[str, Any]] | None:
-        pods = [
-            p
-            for p in job_pods(cluster, namespace, job)
-            if p["status"].get("phase") == "Running" and p["status"].get("startTime")
-        ]
-        return pods if len(pods) == count else None
-
-    return list(wait_for(ready, 60, f"{count} running pods of job {job}"))
-
-
-def expected_spend(
-    pods: list[dict[str, Any]], at: datetime, node_price: float = NODE_PRICE, factor: float = 1.0
-) -> float:
-    return sum(
-        node_price * factor * (at - parse_time(p["status"]["startTime"])).total_seconds() / 3600
-        for p in pods
-    )
-
-
-def condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    return next((c for c in status.get("conditions", []) if c["type"] == type_), None)
-
-
-@pytest.fixture(scope="module")
-def crds_and_policy(cluster: Any) -> Iterator[None]:
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/trainingbudgets.gpubudget.dev",
-        "crd/budgetpolicies.gpubudget.dev",
-    )
-    apply(cluster, POLICY)
-    yield
-    cluster.kubectl("delete", "budgetpolicy", "default", "--ignore-not-found")
-
-
-@pytest.fixture
-def operator(
-    cluster: Any, crds_and_policy: None, namespace: str, tmp_path: Path
-) -> Iterator[OperatorProcess]:
-    # Serving only the test's namespace keeps concurrent test runs from
-    # enforcing each other's budgets.
-    process = OperatorProcess(
-        cluster.kubeconfig,
-        cluster.prometheus_url,
-        tmp_path / "operator.log",
-        extra_args=(f"--namespace={namespace}",),
-    )
-    process.start()
-    yield process
-    process.stop()
-    print("operator log tail:\n" + process.tail())
+from tests.e2e.support import (
+    NODE_PRICE,
+    apply,
+    budget,
+    condition,
+    expected_spend,
+    get,
+    gpu_job,
+    parse_time,
+    running_pods,
+    wait_for,
+)
 
 
 def test_spend_follows_the_closed_form_and_survives_a_restart(
