@@ -21,12 +21,37 @@ Failure policies follow what a failure would cost:
   it is back; an approval cannot slip through unrecorded, because the approval
   guard policy refuses an approval whose record does not name the approver.
 
+Consequences of failing closed, by design: while the operator is down no
+labelled workload can be created, anywhere (kopf's managed configurations have
+no namespaceSelector, so ``--namespace`` narrows what the operator mutates, not
+what the API server sends it); that includes pods a Job creates from a pod
+template that carries the budget label, so put the label on the workload, not
+on its pod template.
+
+Wiring. Webhooks are served only when ``--webhook-cert-file`` and
+``--webhook-key-file`` are given. In dev mode (local cluster)::
+
+    hack/webhook-certs.sh .local/webhook
+    python -m gpu_budget --webhook-cert-file .local/webhook/tls.crt \\
+        --webhook-key-file .local/webhook/tls.key \\
+        --webhook-ca-file .local/webhook/ca.crt --manage-webhook-config
+
+kopf then creates and maintains the Mutating/ValidatingWebhookConfiguration
+``gpubudget.dev`` (``--webhook-config-name``), pointing at
+``https://<--webhook-host>:<--webhook-port>/<handler id>`` with the CA as
+caBundle; on exit it keeps only the create-time holds, so delete the
+configuration when done with the operator for good. Deployed, the webhook
+configuration can be static (a Service as clientConfig, the handler ids below as
+paths, the certificate from cert-manager), with no RBAC on webhook
+configurations for the operator.
+
 The decisions are pure functions from objects to JSON merge patches, tested
 without a cluster; the kopf handlers only apply them.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -284,6 +309,9 @@ def _configure_server(config: OperatorConfig) -> Callable[..., None]:
         settings.admission.managed = (
             config.webhook_config_name if config.manage_webhook_config else None
         )
+        # One access-log line per admission request (every update of every budget)
+        # is noise next to kopf's own line per handler; errors are still logged.
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
         log.info(
             "admission webhooks",
             port=config.webhook_port,
