@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Demo of the local GPU cluster: bring it up, show the simulated GPU node pool,
+# run a GPU training Job as alice in ml-team, and show where its pods landed
+# and what the simulated DCGM exporter reports for them through Prometheus.
+#
+# DEMO_KEEP=1 leaves the Job running afterwards (it occupies both p5 spot nodes).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(dirname "${HERE}")"
+PY="${REPO}/.venv/bin/python"
+[[ -x "${PY}" ]] || { echo "error: run \`make venv\` first" >&2; exit 2; }
+lc() { "${PY}" "${HERE}/localcluster.py" "$@"; }
+if [[ -t 1 ]]; then
+  step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+else
+  step() { printf '\n==> %s\n' "$*"; }
+fi
+
+step "Local cluster"
+lc up
+eval "$(lc env)"
+KUBECTL="$(lc which kubectl)"
+k() { "${KUBECTL}" "$@"; }
+
+step "Simulated GPU node pool"
+k get nodes -l type=kwok \
+  -L node.kubernetes.io/instance-type,karpenter.sh/capacity-type,topology.kubernetes.io/zone \
+  -L nvidia.com/gpu.product,nvidia.com/gpu.count
+echo
+k get nodes -l type=kwok \
+  -o custom-columns='NODE:.metadata.name,GPU-ALLOCATABLE:.status.allocatable.nvidia\.com/gpu,CPU:.status.allocatable.cpu,MEMORY:.status.allocatable.memory'
+
+step "alice creates a 2 x 8-GPU training Job in ml-team (examples/demo-job.yaml)"
+k -n ml-team delete job demo-train --ignore-not-found --wait=true >/dev/null
+k --context alice -n ml-team create -f "${REPO}/examples/demo-job.yaml"
+
+step "Waiting for its pods to be Running"
+deadline=$((SECONDS + 60))
+until [[ "$(k -n ml-team get pods -l batch.kubernetes.io/job-name=demo-train \
+          -o jsonpath='{range .items[?(@.status.phase=="Running")]}x{end}')" == "xx" ]]; do
+  if (( SECONDS > deadline )); then
+    echo "pods not Running after 60s:" >&2
+    k -n ml-team get pods -l batch.kubernetes.io/job-name=demo-train -o wide >&2
+    k -n ml-team get events --sort-by=.lastTimestamp >&2
+    exit 1
+  fi
+  sleep 1
+done
+k -n ml-team get pods -l batch.kubernetes.io/job-name=demo-train -o wide
+echo
+for pod in $(k -n ml-team get pods -l batch.kubernetes.io/job-name=demo-train -o name); do
+  node="$(k -n ml-team get "${pod}" -o jsonpath='{.spec.nodeName}')"
+  echo "${pod#pod/} -> ${node} ($(k get node "${node}" -o jsonpath='{.metadata.labels.node\.kubernetes\.io/instance-type}, {.metadata.labels.karpenter\.sh/capacity-type}, {.metadata.labels.topology\.kubernetes\.io/zone}'))"
+done
+
+step "GPU utilisation from the simulated DCGM exporter, via Prometheus (${PROMETHEUS_URL})"
+query='avg by (namespace, pod, Hostname, modelName) (DCGM_FI_PROF_GR_ENGINE_ACTIVE{namespace="ml-team"})'
+for _ in $(seq 1 30); do
+  out="$("${PY}" - "${PROMETHEUS_URL}" "${query}" <<'PY'
+import json, sys, urllib.parse, urllib.request
+url, q = sys.argv[1], sys.argv[2]
+with urllib.request.urlopen(f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": q})) as r:
+    res = json.load(r)["data"]["result"]
+for s in res:
+    m = s["metric"]
+    print(f"  {m['pod']:<24} {m['Hostname']:<14} {m['modelName']:<22} GR_ENGINE_ACTIVE={float(s['value'][1]):.2f}")
+PY
+)"
+  [[ -n "${out}" ]] && break
+  sleep 1
+done
+echo "${out:-  (no series yet)}"
+echo "  query: ${query}"
+
+if [[ "${DEMO_KEEP:-0}" == "1" ]]; then
+  step "Leaving job ml-team/demo-train running (kubectl -n ml-team delete job demo-train)"
+else
+  step "Cleaning up (DEMO_KEEP=1 keeps the job)"
+  k -n ml-team delete job demo-train --wait=true
+fi
