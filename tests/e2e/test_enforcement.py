@@ -31,7 +31,7 @@ from tests.e2e.support import (
     wait_for,
 )
 
-CAP = 40.0  # two spot p5 nodes burn $2 a second: 20 seconds of run
+CAP = 80.0  # two spot p5 nodes burn $2 a second: 40 seconds of run
 
 
 class Receiver:
@@ -180,7 +180,7 @@ def test_thresholds_then_suspend_at_the_cap_then_resume_on_a_raised_cap(
     assert get(cluster, "job", "train", namespace)["spec"]["suspend"] is True
     # ...and comes back when the engineer raises the cap (still under the ceiling).
     cluster.kubectl(
-        "patch", "tb", "run", "-n", namespace, "--type=merge", "-p", '{"spec":{"costCap":80}}'
+        "patch", "tb", "run", "-n", namespace, "--type=merge", "-p", '{"spec":{"costCap":160}}'
     )
     wait_for(
         lambda: get(cluster, "job", "train", namespace)["spec"]["suspend"] is False,
