@@ -223,4 +223,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # The operator fixtures live with the helpers they use; importing them here
 # makes them available to every e2e module.
-from tests.e2e.support import crds_and_policy, operator  # noqa: E402, F401
+from tests.e2e.support import crds_and_policy, operator, receiver  # noqa: E402, F401

@@ -7,9 +7,11 @@ a spot p5.48xlarge costs $3,600 an hour, $1 a second, so money moves fast.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +178,71 @@ def operator(
     yield process
     process.stop()
     print("operator log tail:\n" + process.tail())
+
+
+class Receiver:
+    """A local Slack-style webhook endpoint that records what it is sent."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def reasons(self, namespace: str) -> list[str]:
+        return [
+            b["gpubudget"]["reason"]
+            for b in self.bodies
+            if b["gpubudget"]["namespace"] == namespace
+        ]
+
+
+@pytest.fixture
+def receiver(cluster: Any, crds_and_policy: None) -> Iterator[Receiver]:
+    receiver = Receiver()
+    patch = {"spec": {"notificationWebhookUrl": receiver.url}}
+    cluster.kubectl("patch", "budgetpolicy", "default", "--type=merge", "-p", json.dumps(patch))
+    yield receiver
+    cluster.kubectl(
+        "patch",
+        "budgetpolicy",
+        "default",
+        "--type=merge",
+        "-p",
+        '{"spec":{"notificationWebhookUrl":null}}',
+    )
+    receiver.server.shutdown()
+
+
+def events_for(cluster: Any, namespace: str, name: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.name={name}",
+        "-o",
+        "json",
+    ).stdout
+    return list(json.loads(out)["items"])
+
+
+def reasons(cluster: Any, namespace: str, name: str) -> list[str]:
+    return [
+        e["reason"]
+        for e in events_for(cluster, namespace, name)
+        for _ in range(e.get("count") or 1)
+    ]

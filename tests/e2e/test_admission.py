@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +32,7 @@ from gpu_budget.workloads import HELD_ANNOTATION, KILLED_ANNOTATION
 from gpu_budget.workloads.pod import SCHEDULING_GATE
 from tests.e2e.conftest import E2ECluster, KubectlError
 from tests.e2e.operator_process import OperatorProcess
+from tests.e2e.support import Receiver, gpu_job, job_pods, reasons, running_pods
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_CRDS = REPO / "tests" / "e2e" / "crds"
@@ -584,3 +586,127 @@ def test_pytorchjob_is_held_by_run_policy(
         30,
         "the require-budget policy to reject an unbudgeted PyTorchJob",
     )  # fmt: skip
+
+
+# -------------------------------------------------------------- the whole story
+
+
+def test_finance_approval_story_from_hold_to_cap_to_raise(
+    cluster: E2ECluster,
+    namespace: str,
+    alice: str,
+    operator: OperatorProcess,
+    receiver: Receiver,
+) -> None:
+    """alice's over-ceiling run waits for bob, runs to its cap, and needs bob again to go on.
+
+    The cap is small but the estimate (16 H100s for an hour, +50%) is over the
+    $10,000 ceiling, so finance must approve before any GPU is used.
+    """
+    cap = 80.0
+    run_budget = {
+        "apiVersion": "gpubudget.dev/v1alpha1",
+        "kind": "TrainingBudget",
+        "metadata": {"name": "big", "namespace": namespace},
+        "spec": {
+            "costCap": cap,
+            "estimate": {
+                "hours": 1,
+                "gpus": 16,
+                "instanceType": "p5.48xlarge",
+                "capacityType": "spot",
+            },
+        },
+    }
+    create(cluster, run_budget, context=alice)
+    create(cluster, gpu_job("train", namespace, "big", pods=2), context=alice)
+
+    held = get(cluster, "job", "train", namespace)
+    assert held["spec"]["suspend"] is True
+    assert annotations_of(held)[HELD_ANNOTATION] == HELD_AT_ADMISSION
+    status = cluster.wait_for(
+        lambda: (
+            get(cluster, "tb", "big", namespace).get("status", {}).get("phase")
+            == "AwaitingApproval"
+            and get(cluster, "tb", "big", namespace)["status"]
+        ),
+        20,
+        "AwaitingApproval",
+    )
+    assert status["estimate"]["total"] == pytest.approx(16 * 450 * 1.5)
+    time.sleep(3)
+    assert not job_pods(cluster, namespace, "train"), "no GPU before approval"
+
+    denied = cluster.kubectl(
+        "annotate", "tb", "big", "-n", namespace, f"{APPROVED_AMOUNT_ANNOTATION}={cap:g}",
+        context=alice, check=False,
+    )  # fmt: skip
+    assert denied.returncode != 0
+    assert "gpubudget.dev-approval-guard" in denied.stderr
+
+    cluster.kubectl(
+        "annotate",
+        "tb",
+        "big",
+        "-n",
+        namespace,
+        f"{APPROVED_AMOUNT_ANNOTATION}={cap:g}",
+        context="bob",
+    )
+    running_pods(cluster, namespace, "train", 2)
+    approved = get(cluster, "tb", "big", namespace)["status"]["approval"]
+    assert approved["approvedBy"] == "bob"
+    assert approved["approvedAmount"] == cap
+
+    cluster.wait_for(
+        lambda: get(cluster, "tb", "big", namespace)["status"]["phase"] == "Suspended",
+        90,
+        "stop at the cap",
+    )
+    cluster.wait_for(lambda: not job_pods(cluster, namespace, "train"), 30, "pods gone")
+    time.sleep(3)
+    status = get(cluster, "tb", "big", namespace)["status"]
+    error = (status["spent"] - cap) / cap
+    spent = status["spent"]
+    print(
+        f"[enforcement] approval story: final spend ${spent:.3f} vs cap ${cap:.2f} ({error:+.3%})"
+    )
+    assert status["spent"] == pytest.approx(cap, rel=0.01)
+    event_reasons = reasons(cluster, namespace, "big")
+    assert "Approved" in event_reasons
+    assert event_reasons.count("ThresholdReached") == 3
+    cluster.wait_for(
+        lambda: (
+            {"AwaitingApproval", "Approved", "ThresholdReached", "CapReached"}
+            <= set(receiver.reasons(namespace))
+        ),
+        10,
+        "notifications for approval, thresholds and the cap",
+    )
+
+    # alice raises the cap: above what finance approved, so it stays suspended.
+    cluster.kubectl(
+        "patch", "tb", "big", "-n", namespace, "--type=merge", "-p", '{"spec":{"costCap":160}}',
+        context=alice,
+    )  # fmt: skip
+    status = cluster.wait_for(
+        lambda: (
+            (s := get(cluster, "tb", "big", namespace)["status"])["approval"]["spendLimit"] == cap
+            and s
+        ),
+        20,
+        "the raised cap to be seen",
+    )
+    time.sleep(3)
+    assert get(cluster, "tb", "big", namespace)["status"]["phase"] == "Suspended"
+    assert get(cluster, "job", "train", namespace)["spec"]["suspend"] is True
+
+    # bob approves the new cap: the run resumes.
+    approve_more = f"{APPROVED_AMOUNT_ANNOTATION}=160"
+    cluster.kubectl(
+        "annotate", "--overwrite", "tb", "big", "-n", namespace, approve_more, context="bob"
+    )
+    running_pods(cluster, namespace, "train", 2)
+    cluster.wait_for(
+        lambda: get(cluster, "tb", "big", namespace)["status"]["phase"] == "Running", 10, "Running"
+    )

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
@@ -21,85 +19,19 @@ import pytest
 from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.support import (
     REPO,
+    Receiver,
     apply,
     budget,
     condition,
     get,
     gpu_job,
     parse_time,
+    reasons,
     running_pods,
     wait_for,
 )
 
 CAP = 80.0  # two spot p5 nodes burn $2 a second: 40 seconds of run
-
-
-class Receiver:
-    """A local Slack-style webhook endpoint that records what it is sent."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        received = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                received.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def reasons(self, namespace: str) -> list[str]:
-        return [
-            b["gpubudget"]["reason"]
-            for b in self.bodies
-            if b["gpubudget"]["namespace"] == namespace
-        ]
-
-
-@pytest.fixture
-def receiver(cluster: Any, crds_and_policy: None) -> Iterator[Receiver]:
-    receiver = Receiver()
-    patch = {"spec": {"notificationWebhookUrl": receiver.url}}
-    cluster.kubectl("patch", "budgetpolicy", "default", "--type=merge", "-p", json.dumps(patch))
-    yield receiver
-    cluster.kubectl(
-        "patch",
-        "budgetpolicy",
-        "default",
-        "--type=merge",
-        "-p",
-        '{"spec":{"notificationWebhookUrl":null}}',
-    )
-    receiver.server.shutdown()
-
-
-def events_for(cluster: Any, namespace: str, name: str) -> list[dict[str, Any]]:
-    out = cluster.kubectl(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"involvedObject.name={name}",
-        "-o",
-        "json",
-    ).stdout
-    return list(json.loads(out)["items"])
-
-
-def reasons(cluster: Any, namespace: str, name: str) -> list[str]:
-    return [
-        e["reason"]
-        for e in events_for(cluster, namespace, name)
-        for _ in range(e.get("count") or 1)
-    ]
 
 
 def wait_until_gone(cluster: Any, namespace: str, selector: str, timeout: float = 60) -> float:
