@@ -268,6 +268,7 @@ def _crd(
     printer_columns: list[Schema],
     required: list[str],
     root_rules: list[Schema] | None = None,
+    selectable_fields: list[str] | None = None,
 ) -> Schema:
     root: Schema = {
         "description": description,
@@ -278,6 +279,17 @@ def _crd(
         root["required"] = required
     if root_rules:
         root["x-kubernetes-validations"] = root_rules
+    version: Schema = {
+        "name": VERSION,
+        "served": True,
+        "storage": True,
+        "subresources": {"status": {}},
+        "additionalPrinterColumns": printer_columns,
+    }
+    if selectable_fields:
+        # `kubectl get --field-selector` on these (e.g. status.phase=AwaitingApproval).
+        version["selectableFields"] = [{"jsonPath": path} for path in selectable_fields]
+    version["schema"] = {"openAPIV3Schema": root}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -293,16 +305,7 @@ def _crd(
                 "categories": ["gpubudget"],
             },
             "scope": scope,
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": printer_columns,
-                    "schema": {"openAPIV3Schema": root},
-                }
-            ],
+            "versions": [version],
         },
     }
 
@@ -332,6 +335,7 @@ def training_budget_crd() -> Schema:
         spec=_ordered(spec),
         status=_ordered(status),
         required=["spec"],
+        selectable_fields=[".status.phase", ".spec.owner.team", ".spec.owner.costCenter"],
         printer_columns=[
             _column("Phase", ".status.phase", "string", "Where the run is in its life."),
             _column("Spent", ".status.spent", "number", "USD spent so far."),

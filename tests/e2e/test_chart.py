@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 import yaml
 
@@ -258,32 +259,29 @@ def operator_reasons(cluster: E2ECluster, namespace: str, name: str) -> list[str
 def foreign_hold_guards(cluster: E2ECluster, namespace: str, username: str) -> list[str]:
     """Hold guards not of this release that would refuse ``username`` releasing a Job here.
 
-    Found by a server-side dry run of what the operator does when it releases a held
-    Job, as that user (admin impersonates it): the API server evaluates every policy.
+    Found by a server-side dry run of the PATCH the operator sends when it releases a
+    held Job, as that user (admin impersonates it; a PATCH needs no GET, which the
+    operator may not do): the API server evaluates every policy that matches.
     """
     probe = gpu_job("hold-probe", namespace, "no-such-budget", pods=1)
     probe["spec"]["suspend"] = True
     probe["metadata"]["annotations"] = {HELD_ANNOTATION: HELD_AT_ADMISSION}
-    created = cluster.kubectl(
-        "create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(probe), check=False
-    )
-    if created.returncode != 0:
-        return [f"(cannot probe: {created.stderr.strip()})"]
-    # A dry-run create returns the object as it would be; an update needs it to exist.
     cluster.kubectl("create", "-f", "-", input=json.dumps(probe))
+    client = kubernetes.config.new_client_from_config(
+        config_file=cluster.kubeconfig, context="admin"
+    )
+    client.set_default_header("Impersonate-User", username)
     release = {"spec": {"suspend": False}, "metadata": {"annotations": {HELD_ANNOTATION: None}}}
     try:
-        result = cluster.kubectl(
-            "patch", "job", "hold-probe", "-n", namespace, "--dry-run=server", f"--as={username}",
-            "--type=merge", "-p",
-            json.dumps(release),
-            check=False,
-        )  # fmt: skip
+        kubernetes.client.BatchV1Api(client).patch_namespaced_job(
+            "hold-probe", namespace, release, dry_run="All"
+        )
+    except kubernetes.client.ApiException as error:
+        return [str(json.loads(error.body).get("message", error.body))]
     finally:
+        client.close()
         cluster.kubectl("delete", "job", "hold-probe", "-n", namespace, "--wait=false", check=False)
-    if result.returncode == 0:
-        return []
-    return [result.stderr.strip()]
+    return []
 
 
 def values_dev_mode(
@@ -416,7 +414,7 @@ def test_install_approve_enforce_upgrade_uninstall(
     tmp_path: Path,
 ) -> None:
     namespace = release.namespace
-    webhook_port = free_port()
+    webhook_port, metrics_port = free_port(), free_port()
     values = values_dev_mode(namespace, release.name, webhook_port, webhook_certs / "ca.crt")
     sa = release.fullname
     sa_user = f"system:serviceaccount:{namespace}:{sa}"
@@ -439,6 +437,7 @@ def test_install_approve_enforce_upgrade_uninstall(
             f"--webhook-port={webhook_port}",
             f"--webhook-cert-file={webhook_certs / 'tls.crt'}",
             f"--webhook-key-file={webhook_certs / 'tls.key'}",
+            f"--metrics-port={metrics_port}",
         ),
     )
     try:
@@ -468,7 +467,7 @@ def test_install_approve_enforce_upgrade_uninstall(
             f"those policies' bindings away from namespaces labelled {POLICIES_LABEL}=chart. "
             f"The API server said: {conflicts}"
         )
-        run_scenario(cluster, release, operator, alice, sa_user)
+        run_scenario(cluster, release, alice, sa_user, f"http://127.0.0.1:{metrics_port}/metrics")
 
         # ---- upgrade: a changed value reaches the cluster, the webhooks still hold
         release.upgrade({**values, "webhook": {**values["webhook"], "timeoutSeconds": 5}})
@@ -488,10 +487,12 @@ def test_install_approve_enforce_upgrade_uninstall(
         for refusal in ("403", "Forbidden", "Not enough permissions"):
             assert refusal not in log, f"the operator was refused something:\n{operator.tail(60)}"
 
-        # Budgets carry kopf's finalizer: delete them while the operator runs.
-        cluster.kubectl("delete", "job", "--all", "-n", namespace, "--wait=false")
-        cluster.kubectl("delete", "trainingbudgets", "--all", "-n", namespace, "--timeout=60s")
     finally:
+        # Budgets carry kopf's finalizer: delete them while the operator runs.
+        cluster.kubectl("delete", "job", "--all", "-n", namespace, "--wait=false", check=False)
+        cluster.kubectl(
+            "delete", "trainingbudgets", "--all", "-n", namespace, "--timeout=60s", check=False
+        )
         operator.stop()
         print("operator log tail:\n" + operator.tail(30))
 
@@ -514,12 +515,24 @@ def test_install_approve_enforce_upgrade_uninstall(
     print(f"[chart] uninstall removed {len(before)} objects; left by design: {remaining}")
 
 
+def scrape(url: str, name: str, **labels: str) -> float | None:
+    """One sample of the operator's /metrics, the one whose labels include ``labels``."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        if all(f'{key}="{value}"' in line for key, value in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def run_scenario(
-    cluster: E2ECluster, release: Release, operator: PeeredOperator, alice: str, sa_user: str
+    cluster: E2ECluster, release: Release, alice: str, sa_user: str, metrics_url: str
 ) -> None:
     """alice's run waits for finance, runs once bob approves, and is suspended at its cap."""
     namespace = release.namespace
-    cap = 40.0  # two spot p5 nodes burn $2 a second: 20 s of run
+    cap = 80.0  # two spot p5 nodes burn $2 a second: 40 s of run
     run_budget = {
         "apiVersion": "gpubudget.dev/v1alpha1",
         "kind": "TrainingBudget",
@@ -555,6 +568,14 @@ def run_scenario(
     )
     time.sleep(2)
     assert not job_pods(cluster, namespace, "train"), "no GPU may be used before approval"
+    # What the awaiting-approval alert reads.
+    since = scrape(
+        metrics_url,
+        "gpubudget_awaiting_approval_since_timestamp_seconds",
+        namespace=namespace,
+        budget="big",
+    )
+    assert since is not None and 0 < time.time() - since < 60
 
     # alice can neither approve her own budget nor release the Job herself.
     denied = cluster.kubectl(
@@ -600,6 +621,10 @@ def run_scenario(
     job = get(cluster, "job", "train", namespace)
     assert job["spec"]["suspend"] is True
     assert job["metadata"]["annotations"][HELD_ANNOTATION] == "CapReached"
+    # What the near-cap alert and the dashboard read.
+    ratio = scrape(metrics_url, "gpubudget_spent_ratio", namespace=namespace, budget="big")
+    assert ratio == pytest.approx(1.0, abs=0.01)
+    assert scrape(metrics_url, "gpubudget_awaiting_approval_since_timestamp_seconds") is None
     budget_reasons = operator_reasons(cluster, namespace, "big")
     assert budget_reasons.count("Approved") == 1
     assert budget_reasons.count("CapReached") == 1

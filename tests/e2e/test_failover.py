@@ -75,11 +75,9 @@ def test_killing_the_active_replica_fails_over_without_double_enforcement(
             replicas.append(replica)
         active, standby = replicas
         cluster.wait_for(active.active, 30, "replica 1 (priority 1) to be active")
-        cluster.wait_for(
-            lambda: "Pausing operations in favour of" in standby.log_text(),
-            30,
-            "replica 0 to pause in favour of replica 1",
-        )
+        # kopf starts every replica paused and resumes it once no live peer outranks
+        # it: the standby stays paused, silently.
+        time.sleep(3)
         assert not standby.active()
 
         run = budget("run", namespace, cap=CAP)
@@ -133,9 +131,10 @@ def test_killing_the_active_replica_fails_over_without_double_enforcement(
         assert operator_reasons(cluster, namespace, "train").count("Suspended") == 1
         # The standby's kopf found its peer dead and took over; the dead one did nothing more.
         assert "Resuming operations" in standby.log_text()
-        cluster.kubectl("delete", "job", "train", "-n", namespace, "--wait=false")
-        cluster.kubectl("delete", "tb", "run", "-n", namespace, "--timeout=60s")
     finally:
+        # The budget carries kopf's finalizer: delete it while a replica runs.
+        cluster.kubectl("delete", "job", "train", "-n", namespace, "--wait=false", check=False)
+        cluster.kubectl("delete", "tb", "run", "-n", namespace, "--timeout=60s", check=False)
         for replica in replicas:
             replica.stop()
             print(f"{replica.log_path.name} tail:\n" + replica.tail(15))

@@ -118,12 +118,17 @@ def test_utilization_cost_model_charges_work_done(
         30,
         "utilisation-weighted burn rate",
     )
-    time.sleep(6)
-    status = get(cluster, "tb", "shared", namespace)["status"]
-    full = expected_spend(pods, parse_time(status["lastAccountedAt"]))
-    # Until Prometheus has the first sample the pod is charged in full, so the
-    # spend sits between half and all of the allocation cost, near the half.
-    assert full * 0.5 <= status["spent"] < full * 0.75, (status["spent"], full)
+    # From here on every interval is metered: spend grows at half the allocation rate.
+    first = status
+    time.sleep(8)
+    last = get(cluster, "tb", "shared", namespace)["status"]
+    elapsed = parse_time(last["lastAccountedAt"]) - parse_time(first["lastAccountedAt"])
+    allocation = NODE_PRICE * elapsed.total_seconds() / 3600
+    assert last["spent"] - first["spent"] == pytest.approx(0.5 * allocation, rel=0.02)
+    assert last["idleSpend"] - first["idleSpend"] == pytest.approx(0.5 * allocation, rel=0.02)
+    # Before Prometheus had the pod's first sample it was charged in full, never less.
+    full = expected_spend(pods, parse_time(last["lastAccountedAt"]))
+    assert 0.5 * full <= last["spent"] <= full
 
 
 def test_prometheus_down_keeps_allocation_spend_and_sets_condition(
