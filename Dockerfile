@@ -1,4 +1,4 @@
-# The operator's container image, for the Helm chart's Deployment.
+# The operator's container image, for the Helm chart's StatefulSet.
 # (This development machine has no Docker engine, so CI does not build it; the
 # e2e tests run the same package as a local process with the chart's identity.)
 FROM python:3.11-slim AS build

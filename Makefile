@@ -41,14 +41,20 @@ cluster-env: ## Print exports for KUBECONFIG and PROMETHEUS_URL: eval "$$(make -
 	@$(CLUSTER) env
 
 .PHONY: crds
-crds: venv ## Regenerate crds/ from the pydantic models
+crds: venv ## Regenerate crds/ from the pydantic models, and the chart files made from code
 	$(PY) -m gpu_budget.crdgen --write crds
+	hack/chart-sync.sh
+
+HELM = $$(hack/build-tools.sh helm 2>/dev/null)/helm
 
 .PHONY: lint
-lint: venv ## ruff (lint + format check) and mypy --strict on the package
+lint: venv tools ## ruff, mypy --strict, generated files up to date, helm lint --strict
 	$(VENV)/bin/ruff check operator tests hack
 	$(VENV)/bin/ruff format --check operator tests hack
 	$(VENV)/bin/mypy
+	$(PY) -m gpu_budget.crdgen --check crds
+	hack/chart-sync.sh --check
+	$(HELM) lint --strict charts/gpu-budget-operator
 
 .PHONY: fmt
 fmt: venv ## Apply ruff's fixes and formatting
@@ -56,7 +62,7 @@ fmt: venv ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff format operator tests hack
 
 .PHONY: test-unit
-test-unit: venv ## Unit tests of the pure core (no cluster)
+test-unit: venv system-deps tools ## Unit tests of the pure core and the chart (no cluster)
 	$(VENV)/bin/pytest tests/unit -q
 
 .PHONY: test-e2e

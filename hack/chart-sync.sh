@@ -12,6 +12,6 @@ PY="${REPO}/.venv/bin/python"
 [[ -x "${PY}" ]] || { echo "error: run \`make venv\` first" >&2; exit 2; }
 CHART="${REPO}/charts/gpu-budget-operator"
 if [[ "${1:-}" == "--check" ]]; then
-    exec "${PY}" -m gpu_budget.rbac --check-chart "${CHART}"
+    exec "${PY}" -m gpu_budget.chartgen --check "${CHART}"
 fi
-exec "${PY}" -m gpu_budget.rbac --write-chart "${CHART}"
+exec "${PY}" -m gpu_budget.chartgen --write "${CHART}"

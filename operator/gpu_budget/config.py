@@ -159,8 +159,9 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         "--priority",
         type=int,
         default=int(env.get("GPUBUDGET_PRIORITY", "0")),
-        help="Peering priority of this replica (env GPUBUDGET_PRIORITY; default 0). Replicas "
-        "of equal priority: kopf keeps one active and pauses the others.",
+        help="Peering priority of this replica (env GPUBUDGET_PRIORITY; default 0). The "
+        "highest-priority live replica is active; kopf pauses replicas of equal priority "
+        "alike, so give each replica its own (the chart uses the StatefulSet pod index).",
     )
     parser.add_argument(
         "--peering-lifetime",

@@ -460,5 +460,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         VERSION,
         "trainingbudgets",
         interval=config.accounting_interval,
+        # A failed pass (API error, a refused write) is retried soon, not after
+        # kopf's default minute: spend must not go unwatched that long.
+        backoff=max(config.accounting_interval, 5.0),
         registry=registry,
     )(account_budget)

@@ -25,7 +25,11 @@ class OperatorProcess:
         port: int = 38080,
         extra_args: tuple[str, ...] = (),
         extra_env: dict[str, str] | None = None,
+        peering_name: str | None = None,
+        priority: int = 0,
     ) -> None:
+        """Standalone unless ``peering_name`` is given: then a replica that takes
+        part in kopf peering with that priority, as the chart's replicas do."""
         self.kubeconfig = kubeconfig
         self.prometheus_url = prometheus_url
         self.log_path = log_path
@@ -33,6 +37,8 @@ class OperatorProcess:
         self.port = port
         self.extra_args = extra_args
         self.extra_env = extra_env or {}
+        self.peering_name = peering_name
+        self.priority = priority
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -44,7 +50,11 @@ class OperatorProcess:
             sys.executable,
             "-m",
             "gpu_budget",
-            "--standalone",
+            *(
+                ("--standalone",)
+                if self.peering_name is None
+                else (f"--peering-name={self.peering_name}", f"--priority={self.priority}")
+            ),
             f"--accounting-interval={self.accounting_interval}",
             f"--liveness-endpoint={self.healthz}",
             *self.extra_args,
@@ -52,6 +62,7 @@ class OperatorProcess:
         if self.prometheus_url:
             args.append(f"--prometheus-url={self.prometheus_url}")
         env = {**os.environ, "KUBECONFIG": self.kubeconfig, **self.extra_env}
+        env.pop("GPUBUDGET_STANDALONE", None)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
@@ -92,3 +103,15 @@ class OperatorProcess:
         if not self.log_path.exists():
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def active(self) -> bool:
+        """kopf logs each pause and resume; the last one says where the replica is."""
+        lines = [
+            line
+            for line in self.log_text().splitlines()
+            if "Resuming operations" in line or "Pausing" in line
+        ]
+        return bool(lines) and "Resuming operations" in lines[-1]

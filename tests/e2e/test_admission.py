@@ -201,6 +201,27 @@ def budget(name: str, namespace: str, **annotations: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------- fixtures
 
+CHART_GOVERNED = "gpubudget.dev/admission-policies"
+"""Namespaces with this label are governed by a Helm release's own policies (test_chart)."""
+
+
+def shared_policies() -> list[dict[str, Any]]:
+    """The policies for an operator running as admin, bound outside chart-governed namespaces.
+
+    The chart e2e installs the same policies for the chart's ServiceAccount, in
+    namespaces it labels; two hold guards on one namespace would each refuse the
+    other's operator.
+    """
+    manifests = render([OPERATOR_USER])
+    for manifest in manifests:
+        if manifest["kind"] == "ValidatingAdmissionPolicyBinding":
+            match = manifest["spec"].setdefault("matchResources", {})
+            selector = match.setdefault("namespaceSelector", {})
+            selector.setdefault("matchExpressions", []).append(
+                {"key": CHART_GOVERNED, "operator": "DoesNotExist"}
+            )
+    return manifests
+
 
 @pytest.fixture(scope="session")
 def policies(cluster: E2ECluster) -> None:
@@ -219,7 +240,7 @@ def policies(cluster: E2ECluster) -> None:
         "--field-manager=gpu-budget-operator",
         "-f",
         "-",
-        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": render([OPERATOR_USER])}),
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": shared_policies()}),
     )
 
     # Policies take a moment to reach the API server's admission chain: wait until

@@ -25,7 +25,6 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -69,64 +68,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-class PeeredOperator(OperatorProcess):
-    """The operator as a local process that takes part in kopf peering (no --standalone).
-
-    OperatorProcess always passes --standalone; a replica of the chart never does.
-    """
-
-    def __init__(self, *args: Any, peering_name: str, priority: int = 0, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.peering_name = peering_name
-        self.priority = priority
-
-    def start(self, timeout: float = 60) -> None:
-        args = [
-            sys.executable,
-            "-m",
-            "gpu_budget",
-            f"--peering-name={self.peering_name}",
-            f"--priority={self.priority}",
-            f"--accounting-interval={self.accounting_interval}",
-            f"--liveness-endpoint={self.healthz}",
-            *self.extra_args,
-        ]
-        if self.prometheus_url:
-            args.append(f"--prometheus-url={self.prometheus_url}")
-        env = {**os.environ, "KUBECONFIG": self.kubeconfig, **self.extra_env}
-        env.pop("GPUBUDGET_STANDALONE", None)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"operator exited with {self.process.returncode}:\n{self.tail()}"
-                )
-            try:
-                with urllib.request.urlopen(self.healthz, timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"operator not healthy after {timeout}s:\n{self.tail()}")
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def active(self) -> bool:
-        """kopf logs each pause and resume; the last one says where the replica is."""
-        lines = [
-            line
-            for line in self.log_text().splitlines()
-            if "Resuming operations" in line or "Pausing" in line
-        ]
-        return bool(lines) and "Resuming operations" in lines[-1]
 
 
 class Release:
@@ -424,7 +365,7 @@ def test_install_approve_enforce_upgrade_uninstall(
     release.install(values)
     installed = time.monotonic() - started
     kubeconfig = sa_kubeconfig(cluster, namespace, sa, tmp_path / "sa.kubeconfig")
-    operator = PeeredOperator(
+    operator = OperatorProcess(
         str(kubeconfig),
         cluster.prometheus_url,
         tmp_path / "operator.log",

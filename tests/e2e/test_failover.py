@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import E2ECluster
+from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.support import budget, gpu_job, job_pods, parse_time, running_pods
 from tests.e2e.test_chart import (
-    PeeredOperator,
     Release,
     ensure_crds,
     ensure_shared_policy,
@@ -55,13 +55,13 @@ def test_killing_the_active_replica_fails_over_without_double_enforcement(
             "rbac": {"aggregateToDefaultRoles": False, "finance": {"create": False}},
         }
     )
-    replicas: list[PeeredOperator] = []
+    replicas: list[OperatorProcess] = []
     try:
         peering = get(cluster, "kopfpeering", release.fullname, namespace)
         assert peering["metadata"]["labels"]["app.kubernetes.io/instance"] == release.name
         kubeconfig = sa_kubeconfig(cluster, namespace, release.fullname, tmp_path / "sa.kubeconfig")
         for ordinal in (1, 0):  # as the StatefulSet does: the ordinal is the priority
-            replica = PeeredOperator(
+            replica = OperatorProcess(
                 str(kubeconfig),
                 cluster.prometheus_url,
                 tmp_path / f"replica-{ordinal}.log",

@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import json
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from gpu_budget import BUDGET_LABEL, admission_policies, metrics, rbac
+from gpu_budget import BUDGET_LABEL, admission_policies, chartgen, metrics, rbac
 from gpu_budget.models import BudgetPolicySpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,7 +81,17 @@ def helm_binary() -> str | None:
 
 
 HELM = helm_binary()
-needs_helm = pytest.mark.skipif(HELM is None, reason="helm not built: run `make tools`")
+
+
+def needs_helm(test: Callable[..., None]) -> Callable[..., None]:
+    """Fail, never skip, without helm: `make test-unit` builds it (make tools)."""
+
+    @functools.wraps(test)
+    def with_helm(*args: Any, **kwargs: Any) -> None:
+        assert HELM is not None, "helm not built: run `make tools`"
+        test(*args, **kwargs)
+
+    return with_helm
 
 
 def helm(*args: str, values: Sequence[Manifest] = (), check: bool = True) -> str:
@@ -465,7 +476,7 @@ def test_inconsistent_values_fail_with_a_clear_message(values: Manifest, message
 
 
 def test_generated_chart_files_are_in_sync() -> None:
-    problems = rbac.check_chart(CHART)
+    problems = chartgen.check_chart(CHART)
     assert not problems, "".join(problems) + "\nrun hack/chart-sync.sh"
 
 
@@ -475,13 +486,15 @@ def test_chart_crds_equal_the_repositorys_byte_for_byte() -> None:
     for name in ours:
         assert (CHART / "crds" / name).read_bytes() == (REPO / "crds" / name).read_bytes(), name
     extra = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
-    assert extra == sorted([*ours, rbac.KOPF_PEERING_CRDS_FILE])
+    assert extra == sorted([*ours, chartgen.KOPF_PEERING_CRDS_FILE])
 
 
 def test_chart_has_kopfs_peering_crds() -> None:
     crds = {
         doc["metadata"]["name"]: doc
-        for doc in yaml.safe_load_all((CHART / "crds" / rbac.KOPF_PEERING_CRDS_FILE).read_text())
+        for doc in yaml.safe_load_all(
+            (CHART / "crds" / chartgen.KOPF_PEERING_CRDS_FILE).read_text()
+        )
         if doc
     }
     assert set(crds) == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
@@ -664,8 +677,7 @@ def known_metric(name: str) -> bool:
 
 def promtool_check(rules: list[Manifest]) -> None:
     promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (make system-deps)")
+    assert promtool is not None, "promtool comes with Debian's prometheus: make system-deps"
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gbo-rules-{os.getpid()}.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "check", "rules": rules}]}))
     try:
