@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Demo of the local GPU cluster: bring it up, show the simulated GPU node pool,
-# run a GPU training Job as alice in ml-team, and show where its pods landed
-# and what the simulated DCGM exporter reports for them through Prometheus.
+# `make demo`: bring the local GPU cluster up, show the simulated GPU node pool,
+# run a GPU training Job as alice in ml-team, show where its pods landed and what
+# the simulated DCGM exporter reports for them through Prometheus; then install
+# the Helm chart in development mode and run the operator's story as the three
+# users (hack/demo_story.py): a budget that runs to its cap, and one that waits
+# for finance's approval.
 #
-# DEMO_KEEP=1 leaves the Job running afterwards (it occupies both p5 spot nodes).
+# DEMO_KEEP=1 leaves the release, the operator and the story's budgets in place.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -73,9 +76,34 @@ done
 echo "${out:-  (no series yet)}"
 echo "  query: ${query}"
 
+step "Deleting the plain Job (the story needs both spot p5 nodes)"
+k -n ml-team delete job demo-train --wait=true
+
+step "The operator: the Helm chart in development mode, serving ml-team (hack/chart-dev.sh)"
+# The chart's policies and webhooks govern only namespaces labelled for it, so
+# the end-to-end tests' own policies and this release never meet.
+k label namespace ml-team gpubudget.dev/admission-policies=chart --overwrite >/dev/null
+demo_values="${REPO}/.local/chart-dev/demo-values.yaml"
+mkdir -p "$(dirname "${demo_values}")"
+cat >"${demo_values}" <<'YAML'
+operator:
+  namespaces: [ml-team]
+admissionPolicies:
+  namespaceSelector:
+    matchLabels: {gpubudget.dev/admission-policies: chart}
+webhook:
+  namespaceSelector:
+    matchLabels: {gpubudget.dev/admission-policies: chart}
+YAML
+HELM_ARGS="-f ${demo_values}" OPERATOR_ARGS="--namespace ml-team --accounting-interval 2" \
+  "${HERE}/chart-dev.sh" up
+
+KUBECTL="${KUBECTL}" "${PY}" "${HERE}/demo_story.py"
+
 if [[ "${DEMO_KEEP:-0}" == "1" ]]; then
-  step "Leaving job ml-team/demo-train running (kubectl -n ml-team delete job demo-train)"
+  step "Leaving the release and the operator running (hack/chart-dev.sh down stops them)"
+  echo "  kubectl get tb -n ml-team -w          # watch spend"
 else
-  step "Cleaning up (DEMO_KEEP=1 keeps the job)"
-  k -n ml-team delete job demo-train --wait=true
+  step "Stopping the operator and uninstalling the release (DEMO_KEEP=1 keeps them)"
+  "${HERE}/chart-dev.sh" down
 fi

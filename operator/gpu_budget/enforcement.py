@@ -86,6 +86,8 @@ class EnforcementDecision(BaseModel):
     idle_alerted_for: datetime | None
     stopped_at_generation: int | None
     limit_at_stop: float | None
+    next_threshold_at: datetime | None = None
+    """When spend will cross the next warning threshold if the burn rate holds."""
 
 
 def _seconds_to_limit(limit: float, spent: float, burn_per_hour: float) -> float | None:
@@ -103,6 +105,11 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
         if fraction not in warned and facts.spent >= fraction * facts.cost_cap
     ]
     warned = sorted(set(warned) | set(warnings))
+    pending = [f for f in sorted(facts.warn_at) if f not in warned]
+    next_threshold_at = None
+    if pending and facts.burn_rate_per_hour > 0:
+        seconds = (pending[0] * facts.cost_cap - facts.spent) / facts.burn_rate_per_hour * 3600
+        next_threshold_at = now + timedelta(seconds=max(0.0, seconds))
 
     idle_since = _idle_since(facts)
     idle_alerted_for = facts.idle_alerted_for
@@ -144,6 +151,7 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
             idle_alerted_for=idle_alerted_for,
             stopped_at_generation=stopped_at_generation,
             limit_at_stop=limit_at_stop,
+            next_threshold_at=next_threshold_at if desired == Desired.RUN else None,
         )
 
     # A killed run stays killed whatever happens to the budget afterwards.

@@ -35,6 +35,8 @@ from gpu_budget.workloads import ADAPTERS, ADAPTERS_BY_KIND, WorkloadAdapter, Wo
 log = structlog.get_logger("gpu_budget")
 
 TOMBSTONE_TTL = timedelta(hours=1)
+MAX_PASSES_PER_TICK = 5
+"""Passes one timer tick may make to hit warnings and the stop on time."""
 ACTION_EVENT_REASONS = frozenset({"ThresholdReached", "CapExceeded", "GPUsIdle", "Approved"})
 """Budget Events that count as enforcement actions besides workload operations."""
 STATUS_FIELDS = frozenset(
@@ -248,17 +250,22 @@ async def reconcile_budget(
     indices: Mapping[str, Any],
 ) -> None:
     previous = parse_status(status)
-    kwargs = indices
-    for _ in range(2):
+    # A stop or a warning due before the next pass is not left to it: the
+    # handler waits for that instant and passes again (a few times at most).
+    for _ in range(MAX_PASSES_PER_TICK):
         plan = plan_pass(
-            gather(state, name, namespace, spec, meta, previous, kwargs), meta.annotations
+            gather(state, name, namespace, spec, meta, previous, indices), meta.annotations
         )
         await carry_out(state, plan, body, namespace, name)
         previous = plan.status
-        stop_at = plan.decision.stop_at
-        if plan.decision.desired != Desired.RUN or stop_at is None:
+        due = [
+            moment
+            for moment in (plan.decision.stop_at, plan.decision.next_threshold_at)
+            if moment is not None
+        ]
+        if plan.decision.desired != Desired.RUN or not due:
             break
-        wait = (stop_at - utcnow()).total_seconds()
+        wait = (min(due) - utcnow()).total_seconds()
         if wait > state.config.accounting_interval:
             break
         await asyncio.sleep(max(0.0, wait))

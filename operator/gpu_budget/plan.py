@@ -271,7 +271,10 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
         op: Operation | None
         if decision.desired == Desired.RUN:
             op = adapter.resume(workload)
-            reason, message = "Resumed", f"Budget {facts.name} allows it to run."
+            if workload.held_reason == "Admission":
+                reason, message = "Admitted", f"Budget {facts.name} allows it to start."
+            else:
+                reason, message = "Resumed", f"Budget {facts.name} allows it to run again."
         elif decision.desired == Desired.HOLD:
             op = adapter.suspend(workload, decision.reason)
             reason, message = "Suspended", f"Budget {facts.name}: {decision.message}"

@@ -52,6 +52,13 @@ def test_thresholds_fire_once_each_in_order() -> None:
     assert later.warnings == [0.9]
 
 
+def test_next_threshold_is_predicted_so_warnings_are_not_late() -> None:
+    d = decide(facts(spent=450))
+    assert d.next_threshold_at == NOW + timedelta(seconds=50)  # 0.5 x $1000 at $1/s
+    assert decide(facts(spent=950, warned=[0.5, 0.8, 0.9])).next_threshold_at is None
+    assert decide(facts(spent=450, burn_rate_per_hour=0)).next_threshold_at is None
+
+
 def test_stop_is_planned_when_spend_reaches_cap_minus_grace() -> None:
     d = decide(facts(spent=400))
     # $600 left at $1/s is 600 s; pods keep costing for their 30 s grace period.

@@ -126,6 +126,7 @@ def test_approval_releases_the_held_job_and_records_the_approver() -> None:
     assert [a.operation.patch for a in p.workload_actions] == [
         {"spec": {"suspend": False}, "metadata": {"annotations": {HELD_ANNOTATION: None}}}
     ]
+    assert [a.reason for a in p.workload_actions] == ["Admitted"]
     assert p.status.approval is not None and p.status.approval.approved_by == "bob"
     assert any(e.reason == "Approved" and "bob" in e.message for e in p.events)
 

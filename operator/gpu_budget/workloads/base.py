@@ -46,6 +46,8 @@ class WorkloadFacts(BaseModel):
     suspended: bool
     held: bool
     """Suspended by the operator, so the operator may resume it."""
+    held_reason: str | None = None
+    """Why it is held (the annotation's value), e.g. Admission or CapReached."""
     killed: bool
     requested_gpus: int
     """GPUs the workload asks for when all its pods run."""
@@ -97,6 +99,7 @@ class WorkloadAdapter(ABC):
             state=state,
             suspended=suspended,
             held=HELD_ANNOTATION in annotations,
+            held_reason=annotations.get(HELD_ANNOTATION),
             killed=killed,
             requested_gpus=self.requested_gpus(body),
             pod_labels=self.pod_labels(body),

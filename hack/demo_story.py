@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""The operator's story on the local cluster, for `make demo`.
+
+The chart is installed in development mode (hack/chart-dev.sh: everything from
+the chart, the operator as a local process with the chart's ServiceAccount),
+serving namespace ml-team. Then, as the three users:
+
+1. alice runs a budget under the approval ceiling: it runs, warns, and is
+   suspended when spend reaches its cap;
+2. alice runs a budget whose estimate is above the ceiling: it waits for
+   finance; alice cannot approve it herself; bob (finance) finds and approves
+   it; it runs to its cap.
+
+Spend moves at the demo prices of examples/policy.yaml ($1 a second per spot
+p5.48xlarge node), and a live table shows it. DEMO_KEEP=1 leaves the release,
+the operator and the budgets in place afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+NAMESPACE = "ml-team"
+GOVERNED = "gpubudget.dev/admission-policies"
+METRICS_PORT = int(os.environ.get("METRICS_PORT", "39102"))
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m==> {text}\033[0m", flush=True)
+
+
+def kubectl(
+    *args: str, context: str = "admin", stdin: str | None = None, check: bool = True
+) -> str:
+    result = subprocess.run(
+        [os.environ["KUBECTL"], "--context", context, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+    )
+    if check and result.returncode != 0:
+        raise SystemExit(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+    return result.stdout + result.stderr
+
+
+def apply(manifest: dict[str, Any], context: str = "alice") -> None:
+    kubectl("apply", "-f", "-", context=context, stdin=json.dumps(manifest))
+
+
+def budget(name: str, cap: float, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "gpubudget.dev/v1alpha1",
+        "kind": "TrainingBudget",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"costCap": cap, "owner": {"team": "nlp", "costCenter": "cc-4711"}, **spec},
+    }
+
+
+def job(name: str, budget_name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "labels": {"gpubudget.dev/budget": budget_name},
+        },
+        "spec": {
+            "parallelism": 2,
+            "completions": 2,
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"annotations": {"dcgm-sim.gpubudget.dev/utilization": "0.72"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "terminationGracePeriodSeconds": 0,
+                    "nodeSelector": {
+                        "node.kubernetes.io/instance-type": "p5.48xlarge",
+                        "karpenter.sh/capacity-type": "spot",
+                    },
+                    "containers": [
+                        {
+                            "name": "trainer",
+                            "image": "trainer",
+                            "resources": {"limits": {"nvidia.com/gpu": 8}},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def status_of(name: str) -> dict[str, Any]:
+    out = kubectl("get", "tb", name, "-n", NAMESPACE, "-o", "json")
+    return dict(json.loads(out).get("status") or {})
+
+
+def live_view(name: str, until: set[str], timeout: float = 120) -> dict[str, Any]:
+    """A refreshing line per pass: phase, spend, burn, utilisation, the planned stop."""
+    print(f"{'phase':<17}{'spent':>10}{'cap':>8}{'burn/h':>9}{'util':>6}  planned stop", flush=True)
+    deadline = time.monotonic() + timeout
+    cap = float(
+        json.loads(kubectl("get", "tb", name, "-n", NAMESPACE, "-o", "json"))["spec"]["costCap"]
+    )
+    while True:
+        status = status_of(name)
+        phase = status.get("phase", "-")
+        util = status.get("gpuUtilization")
+        shown_util = "-" if util is None else f"{util:.2f}"
+        spent, burn = status.get("spent", 0), status.get("burnRatePerHour", 0)
+        stop = (status.get("enforcement") or {}).get("stopAt") or ""
+        print(
+            f"{phase:<17}{spent:>10.2f}{cap:>8.0f}{burn:>9.0f}{shown_util:>6}  {stop}", flush=True
+        )
+        if phase in until:
+            return status
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{name} did not reach {until} in {timeout:.0f}s")
+        time.sleep(2)
+
+
+def events(name: str) -> None:
+    print(
+        kubectl(
+            "get", "events", "-n", NAMESPACE, "--field-selector", f"involvedObject.name={name}",
+            "--sort-by=.lastTimestamp",
+            "-o", "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
+        ),
+        end="",
+    )  # fmt: skip
+
+
+def cleanup(names: list[str]) -> None:
+    for name in names:
+        kubectl(
+            "delete", "job", name, "-n", NAMESPACE, "--ignore-not-found", "--wait=true", check=False
+        )
+        kubectl(
+            "delete", "tb", name, "-n", NAMESPACE, "--ignore-not-found", "--wait=true", check=False
+        )
+
+
+def main() -> None:
+    names = ["quick-finetune", "pretrain-70b"]
+    cleanup(names)
+
+    say("alice: a $60 budget under the $10,000 ceiling, and a 2 x 8-GPU Job on spot p5 nodes")
+    apply(budget("quick-finetune", 60, enforcement={"checkpointLeadSeconds": 15}))
+    apply(job("quick-finetune", "quick-finetune"))
+    final = live_view("quick-finetune", {"Suspended"})
+    print(f"final spend ${final['spent']:.2f} of the $60 cap ({(final['spent'] - 60) / 60:+.2%})")
+    events("quick-finetune")
+
+    say("alice: a run whose estimate (16 H100s for an hour, +50% contingency) is above the ceiling")
+    apply(
+        budget(
+            "pretrain-70b",
+            60,
+            estimate={
+                "hours": 1,
+                "gpus": 16,
+                "instanceType": "p5.48xlarge",
+                "capacityType": "spot",
+            },
+        )
+    )
+    apply(job("pretrain-70b", "pretrain-70b"))
+    live_view("pretrain-70b", {"AwaitingApproval"}, timeout=30)
+    print("the Job is held: spec.suspend =", kubectl(
+        "get", "job", "pretrain-70b", "-n", NAMESPACE, "-o", "jsonpath={.spec.suspend}"
+    ))  # fmt: skip
+
+    say("alice tries to approve her own budget")
+    print(
+        kubectl(
+            "annotate", "tb", "pretrain-70b", "-n", NAMESPACE, "gpubudget.dev/approved-amount=60",
+            context="alice", check=False,
+        ).strip()
+    )  # fmt: skip
+
+    say("bob (finance) lists what waits for approval, and approves it")
+    print(
+        kubectl(
+            "get", "tb", "-A", "--field-selector", "status.phase=AwaitingApproval", context="bob"
+        ),
+        end="",
+    )
+    kubectl(
+        "annotate",
+        "tb",
+        "pretrain-70b",
+        "-n",
+        NAMESPACE,
+        "gpubudget.dev/approved-amount=60",
+        context="bob",
+    )
+    final = live_view("pretrain-70b", {"Suspended"})
+    approval = final.get("approval") or {}
+    print(
+        f"approved by {approval.get('approvedBy')} at {approval.get('approvedAt')}; "
+        f"final spend ${final['spent']:.2f} of $60"
+    )
+    events("pretrain-70b")
+
+    say(f"the operator's own metrics (http://127.0.0.1:{METRICS_PORT}/metrics)")
+    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(("gpubudget_spent_usd{", "gpubudget_enforcement_actions_total{")):
+                print(line)
+
+    if os.environ.get("DEMO_KEEP") != "1":
+        cleanup(names)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)
