@@ -129,14 +129,17 @@ def live_view(name: str, until: set[str], timeout: float = 120) -> dict[str, Any
 
 
 def events(name: str) -> None:
-    print(
-        kubectl(
-            "get", "events", "-n", NAMESPACE, "--field-selector", f"involvedObject.name={name}",
-            "--sort-by=.lastTimestamp",
-            "-o", "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
-        ),
-        end="",
-    )  # fmt: skip
+    """The Events of this budget and its Job (by uid: an earlier run's same names are not shown)."""
+    for kind in ("tb", "job"):
+        uid = kubectl("get", kind, name, "-n", NAMESPACE, "-o", "jsonpath={.metadata.uid}")
+        print(
+            kubectl(
+                "get", "events", "-n", NAMESPACE, "--field-selector", f"involvedObject.uid={uid}",
+                "--sort-by=.lastTimestamp", "--no-headers",
+                "-o", "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
+            ),
+            end="",
+        )  # fmt: skip
 
 
 def cleanup(names: list[str]) -> None:
