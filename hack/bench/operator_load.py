@@ -155,11 +155,11 @@ def main() -> None:
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
         kubectl("apply", "-f", str(REPO / "examples" / "policy.yaml"))
         kubectl("create", "namespace", NAMESPACE, check=False)
-        apply([node(i) for i in range(nodes)])
-        objects: list[dict[str, Any]] = []
+        objects: list[dict[str, Any]] = [node(i) for i in range(nodes)]
         for i in range(args.budgets):
             objects.extend(budget_and_job(i, args.pods_per_budget))
-        apply(objects)
+        if objects:
+            apply(objects)
         while True:
             running = kubectl(
                 "get",
@@ -231,6 +231,7 @@ def main() -> None:
                 healthy = response.status == 200
         except OSError:
             healthy = False
+        staleness = staleness or [0.0]  # --budgets 0: the operator at idle
         p95 = sorted(staleness)[max(0, int(0.95 * len(staleness)) - 1)]
         mib = [kib / 1024 for kib in rss]
         print("\nresults")

@@ -246,3 +246,41 @@ def reasons(cluster: Any, namespace: str, name: str) -> list[str]:
         for e in events_for(cluster, namespace, name)
         for _ in range(e.get("count") or 1)
     ]
+
+
+def grant_ml_engineer(
+    cluster: Any, namespace: str, extra_resources: list[tuple[str, str]] | None = None
+) -> str:
+    """Give alice in ``namespace`` what she has in ml-team; returns her context name."""
+    rules = [
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["*"]},
+        {"apiGroups": ["gpubudget.dev"], "resources": ["trainingbudgets"], "verbs": ["*"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    ]
+    rules += [
+        {"apiGroups": [g], "resources": [r], "verbs": ["*"]} for g, r in extra_resources or []
+    ]
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "ml-engineer", "namespace": namespace},
+        "rules": rules,
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "alice-ml-engineer", "namespace": namespace},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ml-engineer"},
+    }
+    for manifest in (role, binding):
+        cluster.kubectl("create", "-f", "-", input=json.dumps(manifest))
+
+    def allowed() -> bool:
+        answer = cluster.kubectl(
+            "auth", "can-i", "create", "jobs", "-n", namespace, context="alice", check=False
+        )
+        return bool(answer.stdout.strip() == "yes")
+
+    wait_for(allowed, 10, "alice's RBAC in the test namespace")
+    return "alice"

@@ -32,7 +32,14 @@ from gpu_budget.workloads import HELD_ANNOTATION, KILLED_ANNOTATION
 from gpu_budget.workloads.pod import SCHEDULING_GATE
 from tests.e2e.conftest import E2ECluster, KubectlError
 from tests.e2e.operator_process import OperatorProcess
-from tests.e2e.support import Receiver, gpu_job, job_pods, reasons, running_pods
+from tests.e2e.support import (
+    Receiver,
+    gpu_job,
+    grant_ml_engineer,
+    job_pods,
+    reasons,
+    running_pods,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_CRDS = REPO / "tests" / "e2e" / "crds"
@@ -265,37 +272,7 @@ def webhook_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def alice(cluster: E2ECluster, namespace: str) -> str:
     """alice may do in this namespace what she may do in ml-team (and run PyTorchJobs)."""
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {"name": "ml-engineer", "namespace": namespace},
-        "rules": [
-            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["*"]},
-            {"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"], "verbs": ["*"]},
-            {"apiGroups": ["gpubudget.dev"], "resources": ["trainingbudgets"], "verbs": ["*"]},
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-        ],
-    }
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "alice-ml-engineer", "namespace": namespace},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ml-engineer"},
-    }
-    create(cluster, role)
-    create(cluster, binding)
-    cluster.wait_for(
-        lambda: (
-            cluster.kubectl(
-                "auth", "can-i", "create", "jobs", "-n", namespace, context="alice", check=False
-            ).stdout.strip()
-            == "yes"
-        ),
-        10,
-        "alice's RBAC in the test namespace",
-    )
-    return "alice"
+    return grant_ml_engineer(cluster, namespace, extra_resources=[("kubeflow.org", "pytorchjobs")])
 
 
 @pytest.fixture

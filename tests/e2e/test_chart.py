@@ -41,7 +41,7 @@ from gpu_budget.plan import APPROVED_BY_ANNOTATION
 from gpu_budget.workloads import HELD_ANNOTATION
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.operator_process import OperatorProcess
-from tests.e2e.support import POLICY, gpu_job, job_pods, running_pods
+from tests.e2e.support import POLICY, gpu_job, grant_ml_engineer, job_pods, running_pods
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "gpu-budget-operator"
@@ -273,37 +273,7 @@ def release(cluster: E2ECluster, chart_namespace: str, tmp_path: Path) -> Iterat
 @pytest.fixture
 def alice(cluster: E2ECluster, chart_namespace: str) -> str:
     """alice runs Jobs and their TrainingBudgets in the test namespace, as in ml-team."""
-    namespace = chart_namespace
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {"name": "ml-engineer", "namespace": namespace},
-        "rules": [
-            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["*"]},
-            {"apiGroups": ["gpubudget.dev"], "resources": ["trainingbudgets"], "verbs": ["*"]},
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-        ],
-    }
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "alice-ml-engineer", "namespace": namespace},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ml-engineer"},
-    }
-    for manifest in (role, binding):
-        cluster.kubectl("create", "-f", "-", input=json.dumps(manifest))
-    cluster.wait_for(
-        lambda: (
-            cluster.kubectl(
-                "auth", "can-i", "create", "jobs", "-n", namespace, context="alice", check=False
-            ).stdout.strip()
-            == "yes"
-        ),
-        10,
-        "alice's RBAC in the test namespace",
-    )
-    return "alice"
+    return grant_ml_engineer(cluster, chart_namespace)
 
 
 # -------------------------------------------------------------------------- tests
