@@ -540,7 +540,7 @@ def run_scenario(
     assert budget_reasons.count("Approved") == 1
     assert budget_reasons.count("CapReached") == 1
     job_reasons = operator_reasons(cluster, namespace, "train")
-    assert job_reasons.count("Resumed") == 1, job_reasons
+    assert job_reasons.count("Admitted") == 1, job_reasons
     assert job_reasons.count("Suspended") == 1, job_reasons
 
 
