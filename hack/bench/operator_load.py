@@ -143,6 +143,9 @@ def main() -> None:
     parser.add_argument(
         "--measure", type=float, default=60.0, help="seconds of steady state to sample"
     )
+    parser.add_argument(
+        "--warmup", type=float, default=15.0, help="seconds after the first full pass, unsampled"
+    )
     args = parser.parse_args()
     total_pods = args.budgets * args.pods_per_budget
     nodes = -(-total_pods // 8)
@@ -212,6 +215,7 @@ def main() -> None:
             flush=True,
         )
 
+        time.sleep(args.warmup)  # start-up (imports, initial listings) is not steady state
         cpu0, _ = proc_sample(operator.pid)
         wall0 = time.monotonic()
         rss: list[int] = []
