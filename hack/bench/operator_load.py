@@ -157,7 +157,9 @@ def main() -> None:
         print(f"creating {nodes} nodes, {args.budgets} budgets, {total_pods} GPU pods", flush=True)
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
         kubectl("apply", "-f", str(REPO / "examples" / "policy.yaml"))
-        kubectl("create", "namespace", NAMESPACE, check=False)
+        # A previous run's namespace may still be terminating.
+        kubectl("wait", "--for=delete", f"namespace/{NAMESPACE}", "--timeout=180s", check=False)
+        kubectl("create", "namespace", NAMESPACE)
         objects: list[dict[str, Any]] = [node(i) for i in range(nodes)]
         for i in range(args.budgets):
             objects.extend(budget_and_job(i, args.pods_per_budget))
