@@ -5,8 +5,8 @@ The chart is installed in development mode (hack/chart-dev.sh: everything from
 the chart, the operator as a local process with the chart's ServiceAccount),
 serving namespace ml-team. Then, as the three users:
 
-1. alice runs a budget under the approval ceiling: it runs, warns, and is
-   suspended when spend reaches its cap;
+1. alice applies examples/budget.yaml and examples/training-job.yaml, a budget
+   under the approval ceiling: it runs, warns, and is suspended at its cap;
 2. alice runs a budget whose estimate is above the ceiling: it waits for
    finance; alice cannot approve it herself; bob (finance) finds and approves
    it; it runs to its cap.
@@ -153,15 +153,17 @@ def cleanup(names: list[str]) -> None:
 
 
 def main() -> None:
-    names = ["quick-finetune", "pretrain-70b"]
+    names = ["llama-finetune", "pretrain-70b"]
     cleanup(names)
 
-    say("alice: a $60 budget under the $10,000 ceiling, and a 2 x 8-GPU Job on spot p5 nodes")
-    apply(budget("quick-finetune", 60, enforcement={"checkpointLeadSeconds": 15}))
-    apply(job("quick-finetune", "quick-finetune"))
-    final = live_view("quick-finetune", {"Suspended"})
-    print(f"final spend ${final['spent']:.2f} of the $60 cap ({(final['spent'] - 60) / 60:+.2%})")
-    events("quick-finetune")
+    say("alice applies examples/budget.yaml ($100, below the ceiling) and training-job.yaml")
+    for example in ("budget.yaml", "training-job.yaml"):
+        print(kubectl("apply", "-f", str(REPO / "examples" / example), context="alice"), end="")
+    final = live_view("llama-finetune", {"Suspended"})
+    print(
+        f"final spend ${final['spent']:.2f} of the $100 cap ({(final['spent'] - 100) / 100:+.2%})"
+    )
+    events("llama-finetune")
 
     say("alice: a run whose estimate (16 H100s for an hour, +50% contingency) is above the ceiling")
     apply(
