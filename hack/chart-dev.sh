@@ -47,8 +47,6 @@ stop_operator() {
 up() {
     mkdir -p "${STATE}"
     "${REPO}/hack/webhook-certs.sh" "${STATE}/certs"
-    k get budgetpolicy default >/dev/null 2>&1 ||
-        k apply --server-side -f "${REPO}/examples/policy.yaml"
     local started=${SECONDS}
     # shellcheck disable=SC2086 # HELM_ARGS is a list of flags
     "${HELM}" upgrade --install "${RELEASE}" "${REPO}/charts/gpu-budget-operator" \
@@ -59,6 +57,9 @@ up() {
         --set "admissionPolicies.namePrefix=${RELEASE}-" \
         --set budgetPolicy.create=false \
         ${HELM_ARGS:-}
+    # After the install: the chart brings the BudgetPolicy CRD on a fresh cluster.
+    k get budgetpolicy default >/dev/null 2>&1 ||
+        k apply --server-side -f "${REPO}/examples/policy.yaml"
     KUBECTL="${KUBECTL}" "${REPO}/hack/chart-sa-kubeconfig.sh" \
         "${NAMESPACE}" "${FULLNAME}" "${STATE}/kubeconfig" 12h
     stop_operator
