@@ -10,6 +10,8 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=hack/versions.env
 source "${HERE}/versions.env"
+# CI may run with a bare environment: Go and the cache both need a home.
+export HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
 CACHE="${GPUBUDGET_TOOLS_CACHE:-${HOME}/.cache/gpu-budget-operator/tools}"
 export GOFLAGS="-trimpath"
 export CGO_ENABLED=0
