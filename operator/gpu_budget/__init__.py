@@ -10,6 +10,10 @@ BUDGET_LABEL = f"{GROUP}/budget"
 APPROVED_AMOUNT_ANNOTATION = f"{GROUP}/approved-amount"
 """Set by finance on a TrainingBudget: spend up to this many USD is approved."""
 
+APPROVED_BY_ANNOTATION = f"{GROUP}/approved-by"
+APPROVED_AT_ANNOTATION = f"{GROUP}/approved-at"
+"""Who set the approved amount, and when: recorded by the admission webhook."""
+
 NODE_PRICE_ANNOTATION = f"{GROUP}/hourly-price"
 """Set by a platform team on a Node: the whole node's price in USD per hour."""
 

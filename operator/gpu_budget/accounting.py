@@ -18,7 +18,6 @@ from gpu_budget.ledger import ChargeRates, advance
 from gpu_budget.models import (
     BudgetPolicySpec,
     EstimateStatus,
-    Phase,
     TrainingBudgetSpec,
     TrainingBudgetStatus,
     WorkloadRef,
@@ -257,13 +256,8 @@ def account(facts: AccountingInput) -> AccountingOutcome:
                 )
             )
 
-    phase = previous.phase
-    if phase in (Phase.PENDING, Phase.RUNNING):
-        phase = Phase.RUNNING if sums.open_pods else Phase.PENDING
-
     status = previous.model_copy(
         update={
-            "phase": phase,
             "spent": round(sums.spent, 6),
             "burn_rate_per_hour": round(sums.burn_rate_per_hour, 6),
             "projected_spend": None if projected is None else round(projected, 6),

@@ -59,9 +59,15 @@ from typing import Any
 import kopf
 import structlog
 
-from gpu_budget import APPROVED_AMOUNT_ANNOTATION, BUDGET_LABEL, GROUP, VERSION
+from gpu_budget import (
+    APPROVED_AMOUNT_ANNOTATION,
+    APPROVED_AT_ANNOTATION,
+    APPROVED_BY_ANNOTATION,
+    BUDGET_LABEL,
+    GROUP,
+    VERSION,
+)
 from gpu_budget.config import OperatorConfig
-from gpu_budget.plan import APPROVED_AT_ANNOTATION, APPROVED_BY_ANNOTATION
 from gpu_budget.workloads import (
     ADAPTERS,
     ADAPTERS_BY_KIND,

@@ -48,8 +48,15 @@ from typing import Any
 
 import yaml
 
-from gpu_budget import API_VERSION, APPROVED_AMOUNT_ANNOTATION, BUDGET_LABEL, GPU_RESOURCE, GROUP
-from gpu_budget.plan import APPROVED_AT_ANNOTATION, APPROVED_BY_ANNOTATION
+from gpu_budget import (
+    API_VERSION,
+    APPROVED_AMOUNT_ANNOTATION,
+    APPROVED_AT_ANNOTATION,
+    APPROVED_BY_ANNOTATION,
+    BUDGET_LABEL,
+    GPU_RESOURCE,
+    GROUP,
+)
 from gpu_budget.workloads import ADAPTERS_BY_KIND, HELD_ANNOTATION, KILLED_ANNOTATION
 from gpu_budget.workloads.base import WorkloadAdapter
 from gpu_budget.workloads.pod import SCHEDULING_GATE

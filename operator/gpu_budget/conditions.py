@@ -19,6 +19,14 @@ PRICED = "Priced"
 """False while a pod of the budget runs on a node with no known price."""
 SPEND_ESTIMATED = "SpendEstimated"
 """True once any spend was estimated rather than observed (never goes back)."""
+APPROVED = "Approved"
+"""Present when the budget needs finance: False while approval is missing or short."""
+CAP_REACHED = "CapReached"
+"""True while the run is stopped at (or, alert-only, past) its limit."""
+THRESHOLD_REACHED = "ThresholdReached"
+"""True once spend passed a warning threshold; the reason names the highest."""
+IDLE = "GPUsIdle"
+"""With an idle rule: True while the GPUs are below its utilisation threshold."""
 
 
 def set_condition(

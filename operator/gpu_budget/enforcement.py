@@ -51,7 +51,6 @@ class EnforcementInput(BaseModel):
     """Longest termination grace period among the running pods."""
     current_utilization: float | None
     """Average utilisation of the running pods right now; None when unknown."""
-    has_workloads: bool
     previous_phase: Phase
     previous_reason: str | None
     """Why the budget was last stopped, if it was."""

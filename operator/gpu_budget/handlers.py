@@ -85,9 +85,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.posting.level = logging.WARNING
     # Two active replicas would enforce twice: without --standalone, run only
     # when peering works, and notice a dead peer within the configured lifetime.
-    settings.peering.mandatory = not runtime(memo).config.standalone
-    settings.peering.lifetime = runtime(memo).config.peering_lifetime
     state = runtime(memo)
+    settings.peering.mandatory = not state.config.standalone
+    settings.peering.lifetime = state.config.peering_lifetime
     if state.config.metrics_port is not None:
         metrics.serve(state.config.metrics_port)
     if state.config.prometheus_url is None:
@@ -249,14 +249,15 @@ async def reconcile_budget(
     patch: kopf.Patch,
     indices: Mapping[str, Any],
 ) -> None:
+    budget_spec = TrainingBudgetSpec.model_validate(dict(spec))
     previous = parse_status(status)
     # A stop or a warning due before the next pass is not left to it: the
     # handler waits for that instant and passes again (a few times at most).
     for _ in range(MAX_PASSES_PER_TICK):
         plan = plan_pass(
-            gather(state, name, namespace, spec, meta, previous, indices), meta.annotations
+            gather(state, name, namespace, budget_spec, meta, previous, indices), meta.annotations
         )
-        await carry_out(state, plan, body, namespace, name)
+        await carry_out(state, plan, body, namespace, name, budget_spec.cost_cap)
         previous = plan.status
         due = [
             moment
@@ -270,14 +271,14 @@ async def reconcile_budget(
             break
         await asyncio.sleep(max(0.0, wait))
     patch.status.update(previous.model_dump(mode="json", by_alias=True))
-    metrics.observe_budget(namespace, name, TrainingBudgetSpec.model_validate(dict(spec)), previous)
+    metrics.observe_budget(namespace, name, budget_spec, previous)
 
 
 def gather(
     state: Runtime,
     name: str,
     namespace: str,
-    spec: kopf.Spec,
+    spec: TrainingBudgetSpec,
     meta: kopf.Meta,
     previous: TrainingBudgetStatus,
     indices: Mapping[str, Any],
@@ -293,7 +294,7 @@ def gather(
         namespace=namespace,
         name=name,
         generation=meta.get("generation"),
-        spec=TrainingBudgetSpec.model_validate(dict(spec)),
+        spec=spec,
         status=previous,
         policy=current_policy(policies_index, state.config.policy_name),
         pods=list(pods_index.get(namespace, [])),
@@ -305,7 +306,9 @@ def gather(
     )
 
 
-async def carry_out(state: Runtime, plan: Plan, body: kopf.Body, namespace: str, name: str) -> None:
+async def carry_out(
+    state: Runtime, plan: Plan, body: kopf.Body, namespace: str, name: str, cost_cap: float
+) -> None:
     bound = log.bind(namespace=namespace, budget=name)
     for action in plan.workload_actions:
         workload = action.workload
@@ -333,7 +336,7 @@ async def carry_out(state: Runtime, plan: Plan, body: kopf.Body, namespace: str,
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         bound.info("event", reason=event.reason, message=event.message)
     if plan.notify_url:
-        for payload in plan.notification_payloads(namespace, name, float(body["spec"]["costCap"])):
+        for payload in plan.notification_payloads(namespace, name, cost_cap):
             # Fire and forget: a slow receiver must not delay the next stop.
             state.background.add(
                 asyncio.create_task(send_notification(state, plan.notify_url, payload))

@@ -171,9 +171,7 @@ def advance(
             lines[pod.uid] = line
             continue
         until = now if pod.ended_at is None else max(line.accounted_until, min(pod.ended_at, now))
-        pod_rates = rates.get(
-            pod.uid, ChargeRates(gpu_hourly_price=line.gpu_hourly_price, utilization=None)
-        )
+        pod_rates = _rates_for(rates, pod.uid, line)
         line = charge_interval(line, until, pod_rates, cost_model)
         if pod.ended_at is not None:
             line = line.model_copy(update={"open": False})
@@ -189,9 +187,7 @@ def advance(
             gone_at = deleted_at.get(uid)
             estimated = gone_at is None
             until = now if gone_at is None else max(line.accounted_until, min(gone_at, now))
-            pod_rates = rates.get(
-                uid, ChargeRates(gpu_hourly_price=line.gpu_hourly_price, utilization=None)
-            )
+            pod_rates = _rates_for(rates, uid, line)
             line = charge_interval(line, until, pod_rates, cost_model)
             line = line.model_copy(update={"open": False, "estimated": estimated})
             if estimated:
@@ -203,9 +199,7 @@ def advance(
     burn = sum(
         hourly_rate(
             line.gpus,
-            rates.get(
-                line.uid, ChargeRates(gpu_hourly_price=line.gpu_hourly_price, utilization=None)
-            ),
+            _rates_for(rates, line.uid, line),
             cost_model,
         )
         for line in kept
@@ -216,6 +210,11 @@ def advance(
         totals=totals(new_ledger, burn_rate_per_hour=burn),
         newly_estimated=newly_estimated,
     )
+
+
+def _rates_for(rates: Mapping[str, ChargeRates], uid: str, line: PodCharge) -> ChargeRates:
+    """This interval's rates, or the line's last price with utilisation unknown."""
+    return rates.get(uid) or ChargeRates(gpu_hourly_price=line.gpu_hourly_price, utilization=None)
 
 
 def _fold(closed: LedgerTotals, line: PodCharge) -> LedgerTotals:

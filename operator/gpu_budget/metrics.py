@@ -10,6 +10,7 @@ import contextlib
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from gpu_budget.conditions import APPROVED, find
 from gpu_budget.models import Phase, TrainingBudgetSpec, TrainingBudgetStatus
 
 BUDGET_LABELS = ("namespace", "budget", "team", "cost_center")
@@ -75,10 +76,12 @@ def observe_budget(
     if status.gpu_utilization is not None:
         UTILIZATION.labels(*labels).set(status.gpu_utilization)
     key = (namespace, name)
-    waiting = next(
-        (c for c in status.conditions if c.type == "Approved" and c.status == "False"), None
-    )
-    if status.phase == Phase.AWAITING_APPROVAL and waiting is not None:
+    waiting = find(status.conditions, APPROVED)
+    if (
+        status.phase == Phase.AWAITING_APPROVAL
+        and waiting is not None
+        and waiting.status == "False"
+    ):
         AWAITING_SINCE.labels(*labels).set(waiting.last_transition_time.timestamp())
         _awaiting.add(key)
     else:

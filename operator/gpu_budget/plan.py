@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from gpu_budget import GROUP, approval, notify
+from gpu_budget import APPROVED_AT_ANNOTATION, APPROVED_BY_ANNOTATION, approval, notify
 from gpu_budget import conditions as cond
 from gpu_budget.accounting import AccountingInput, BudgetEvent, account
 from gpu_budget.enforcement import Desired, EnforcementDecision, EnforcementInput, decide
@@ -26,14 +26,6 @@ from gpu_budget.models import (
 )
 from gpu_budget.pods import STOP_AT_ANNOTATION, PodFacts
 from gpu_budget.workloads import ADAPTERS_BY_KIND, Operation, WorkloadFacts
-
-APPROVED_BY_ANNOTATION = f"{GROUP}/approved-by"
-APPROVED_AT_ANNOTATION = f"{GROUP}/approved-at"
-
-APPROVED = "Approved"
-CAP_REACHED = "CapReached"
-THRESHOLD_REACHED = "ThresholdReached"
-IDLE = "GPUsIdle"
 
 
 class WorkloadAction(BaseModel):
@@ -134,7 +126,6 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
                 (pod.termination_grace_seconds for pod in running_pods), default=0
             ),
             current_utilization=_current_utilization(outcome.pods, facts),
-            has_workloads=bool(facts.workloads),
             previous_phase=Phase(previous.phase),
             previous_reason=previous.enforcement.reason,
             stopped_at_generation=previous.enforcement.stopped_at_generation,
@@ -170,10 +161,10 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
             events.append(BudgetEvent(type="Normal", reason="Approved", message=message))
             notifications.append(Notification(reason="Approved", message=message))
     if approval_decision.required:
-        was_awaiting = cond.find(conditions, APPROVED)
+        was_awaiting = cond.find(conditions, cond.APPROVED)
         conditions = cond.set_condition(
             conditions,
-            APPROVED,
+            cond.APPROVED,
             "False" if approval_decision.awaiting else "True",
             approval_decision.reason,
             approval_decision.message,
@@ -193,10 +184,10 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
             notifications.append(
                 Notification(reason=approval_decision.reason, message=approval_decision.message)
             )
-    elif cond.find(conditions, APPROVED) is not None:
+    elif cond.find(conditions, cond.APPROVED) is not None:
         conditions = cond.set_condition(
             conditions,
-            APPROVED,
+            cond.APPROVED,
             "True",
             approval_decision.reason,
             approval_decision.message,
@@ -213,7 +204,7 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
     if highest is not None:
         conditions = cond.set_condition(
             conditions,
-            THRESHOLD_REACHED,
+            cond.THRESHOLD_REACHED,
             "True",
             f"Above{round(highest * 100)}Percent",
             f"Spend passed {highest:.0%} of the cap.",
@@ -232,7 +223,7 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
     if spec.enforcement.idle is not None:
         conditions = cond.set_condition(
             conditions,
-            IDLE,
+            cond.IDLE,
             "True" if decision.idle_since is not None else "False",
             "BelowThreshold" if decision.idle_since is not None else "Busy",
             f"Idle since {_rfc3339(decision.idle_since)}."
@@ -253,13 +244,13 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
         notifications.append(Notification(reason=decision.reason, message=decision.message))
     if stopped or decision.reason == "CapExceeded":
         conditions = cond.set_condition(
-            conditions, CAP_REACHED, "True", decision.reason, decision.message, now, generation
+            conditions, cond.CAP_REACHED, "True", decision.reason, decision.message, now, generation
         )
-    elif cond.find(conditions, CAP_REACHED) is not None:
+    elif cond.find(conditions, cond.CAP_REACHED) is not None:
         conditions = cond.set_condition(
-            conditions, CAP_REACHED, "False", "WithinBudget", decision.message, now, generation
+            conditions, cond.CAP_REACHED, "False", "WithinBudget", decision.message, now, generation
         )
-    if previous.phase in (Phase.SUSPENDED,) and decision.desired == Desired.RUN:
+    if previous.phase == Phase.SUSPENDED and decision.desired == Desired.RUN:
         events.append(
             BudgetEvent(type="Normal", reason="Resumed", message="Budget has room again; resuming.")
         )

@@ -24,10 +24,14 @@ from typing import Any
 
 import pytest
 
-from gpu_budget import APPROVED_AMOUNT_ANNOTATION, BUDGET_LABEL
+from gpu_budget import (
+    APPROVED_AMOUNT_ANNOTATION,
+    APPROVED_AT_ANNOTATION,
+    APPROVED_BY_ANNOTATION,
+    BUDGET_LABEL,
+)
 from gpu_budget.admission import HELD_AT_ADMISSION
 from gpu_budget.admission_policies import REQUIRE_BUDGET_LABEL, render
-from gpu_budget.plan import APPROVED_AT_ANNOTATION, APPROVED_BY_ANNOTATION
 from gpu_budget.workloads import HELD_ANNOTATION, KILLED_ANNOTATION
 from gpu_budget.workloads.pod import SCHEDULING_GATE
 from tests.e2e.conftest import E2ECluster, KubectlError

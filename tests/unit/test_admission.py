@@ -12,7 +12,12 @@ import pytest
 from kopf._cogs.structs import references
 from kopf._core.engines.admission import build_webhooks
 
-from gpu_budget import APPROVED_AMOUNT_ANNOTATION, BUDGET_LABEL
+from gpu_budget import (
+    APPROVED_AMOUNT_ANNOTATION,
+    APPROVED_AT_ANNOTATION,
+    APPROVED_BY_ANNOTATION,
+    BUDGET_LABEL,
+)
 from gpu_budget.admission import (
     HELD_AT_ADMISSION,
     Rejection,
@@ -24,7 +29,6 @@ from gpu_budget.admission import (
     register,
 )
 from gpu_budget.config import OperatorConfig, parse_args
-from gpu_budget.plan import APPROVED_AT_ANNOTATION, APPROVED_BY_ANNOTATION
 from gpu_budget.workloads import ADAPTERS_BY_KIND, HELD_ANNOTATION, KILLED_ANNOTATION
 from gpu_budget.workloads.pod import SCHEDULING_GATE
 

@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 import yaml
 
-from gpu_budget import APPROVED_AMOUNT_ANNOTATION, BUDGET_LABEL, GPU_RESOURCE
+from gpu_budget import (
+    APPROVED_AMOUNT_ANNOTATION,
+    APPROVED_AT_ANNOTATION,
+    APPROVED_BY_ANNOTATION,
+    BUDGET_LABEL,
+    GPU_RESOURCE,
+)
 from gpu_budget.admission_policies import (
     APPROVAL_GUARD,
     LABELS,
@@ -23,7 +29,6 @@ from gpu_budget.admission_policies import (
     render,
     service_account_username,
 )
-from gpu_budget.plan import APPROVED_AT_ANNOTATION, APPROVED_BY_ANNOTATION
 from gpu_budget.workloads import HELD_ANNOTATION, KILLED_ANNOTATION
 from gpu_budget.workloads.pod import SCHEDULING_GATE
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gpu_budget import APPROVED_AMOUNT_ANNOTATION
+from gpu_budget import APPROVED_AMOUNT_ANNOTATION, APPROVED_BY_ANNOTATION
 from gpu_budget.accounting import AccountingInput
 from gpu_budget.conditions import find
 from gpu_budget.models import (
@@ -16,7 +16,7 @@ from gpu_budget.models import (
     TrainingBudgetSpec,
     TrainingBudgetStatus,
 )
-from gpu_budget.plan import APPROVED_BY_ANNOTATION, Plan, plan_pass
+from gpu_budget.plan import Plan, plan_pass
 from gpu_budget.pods import STOP_AT_ANNOTATION, PodFacts
 from gpu_budget.pricing import NodeFacts
 from gpu_budget.utilization import UtilizationSnapshot
@@ -208,3 +208,8 @@ def test_policy_default_thresholds_apply_when_the_budget_names_none() -> None:
         now=T0 + timedelta(seconds=30),
     )
     assert plan_pass(facts, {}).decision.warnings == [0.25]
+
+
+def test_running_pods_make_a_running_budget_and_none_a_pending_one() -> None:
+    assert plan(T0 + timedelta(seconds=30), {"costCap": 100}).status.phase == Phase.RUNNING
+    assert plan(T0 + timedelta(seconds=30), {"costCap": 100}, pods=[]).status.phase == Phase.PENDING
