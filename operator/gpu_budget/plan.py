@@ -291,18 +291,22 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
                     )
                 )
 
+    # When a run is stopped, remember when and at what spend; this pass's stop or an earlier one.
+    if not stopped:
+        stopped_at, spent_at_stop = None, None
+    elif decision.acted:
+        stopped_at, spent_at_stop = now, status.spent
+    else:
+        stopped_at, spent_at_stop = (
+            previous.enforcement.stopped_at,
+            previous.enforcement.spent_at_stop,
+        )
     enforcement = EnforcementStatus(
         reason=None if decision.desired == Desired.RUN else decision.reason,
         warned=decision.warned,
         stop_at=decision.stop_at,
-        stopped_at=(now if decision.acted and stopped else previous.enforcement.stopped_at)
-        if stopped
-        else None,
-        spent_at_stop=(
-            status.spent if decision.acted and stopped else previous.enforcement.spent_at_stop
-        )
-        if stopped
-        else None,
+        stopped_at=stopped_at,
+        spent_at_stop=spent_at_stop,
         stopped_at_generation=decision.stopped_at_generation,
         limit_at_stop=decision.limit_at_stop if stopped else None,
         idle_since=decision.idle_since,
