@@ -1,0 +1,56 @@
+"""One parser per format the operator reads from objects users write: money and time.
+
+Every parser here returns a value or raises :class:`FormatError` with a message
+that names the text, so a caller can turn a bad annotation into a condition on
+the object instead of an exception that stops a pass. (Kubernetes quantities
+have their own parser in :mod:`gpu_budget.gpus`.)
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+
+class FormatError(ValueError):
+    """A value does not parse; the message says which and why."""
+
+
+def parse_usd(raw: object) -> float:
+    """A non-negative amount of USD: ``20000``, ``$20,000``, ``20_000.50``."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise FormatError(f"{raw!r} is not an amount of USD")
+    text = str(raw).strip().removeprefix("$").replace(",", "").replace("_", "")
+    try:
+        value = float(text)
+    except ValueError:
+        raise FormatError(f"{raw!r} is not a number of USD") from None
+    if not math.isfinite(value) or value < 0:
+        raise FormatError(f"{raw!r} is not a non-negative amount of USD")
+    return value
+
+
+def parse_time(raw: object) -> datetime:
+    """An RFC 3339 instant (``2026-12-02T05:00:00Z``), always timezone-aware."""
+    if not isinstance(raw, str) or not raw:
+        raise FormatError(f"{raw!r} is not an RFC 3339 time")
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise FormatError(f"{raw!r} is not an RFC 3339 time") from None
+    if moment.tzinfo is None:
+        raise FormatError(f"{raw!r} has no time zone")
+    return moment
+
+
+def optional_time(raw: object) -> datetime | None:
+    """:func:`parse_time`, or None for a missing or unreadable value (Kubernetes-written fields)."""
+    try:
+        return parse_time(raw)
+    except FormatError:
+        return None
+
+
+def rfc3339(moment: datetime) -> str:
+    """Seconds precision, UTC, ``Z``: the form Kubernetes writes."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
