@@ -34,7 +34,7 @@ class PodObservation(BaseModel):
     uid: str
     name: str
     node: str | None
-    gpus: int
+    gpus: float
     running_since: datetime | None
     """When the pod started holding GPUs; None while it has not started."""
     ended_at: datetime | None = None
@@ -110,7 +110,7 @@ def charge_interval(
     )
 
 
-def hourly_rate(gpus: int, rates: ChargeRates, cost_model: CostModel) -> float:
+def hourly_rate(gpus: float, rates: ChargeRates, cost_model: CostModel) -> float:
     """The pod's current burn in USD per hour under the budget's cost model."""
     rate = gpus * rates.gpu_hourly_price
     if cost_model == CostModel.UTILIZATION and rates.utilization is not None:
@@ -155,6 +155,9 @@ def advance(
         line = lines.get(pod.uid)
         if line is None:
             start = min(pod.running_since, now)
+            if ledger.inherited_until is not None:
+                # A predecessor of this budget's name charged its pods up to then.
+                start = max(start, min(ledger.inherited_until, now))
             line = PodCharge(
                 uid=pod.uid,
                 name=pod.name,
@@ -195,7 +198,9 @@ def advance(
         closed = _fold(closed, line)
 
     kept.sort(key=lambda line: (line.started_at, line.name))
-    new_ledger = Ledger(first_started_at=first_started, closed=closed, pods=kept)
+    new_ledger = ledger.model_copy(
+        update={"first_started_at": first_started, "closed": closed, "pods": kept}
+    )
     burn = sum(
         hourly_rate(
             line.gpus,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from gpu_budget import BUDGET_LABEL, GPU_RESOURCE, GROUP
+from gpu_budget import BUDGET_LABEL, GROUP
+from gpu_budget.formats import optional_time
+from gpu_budget.gpus import dra_claims, gpu_count, pod_resources
 from gpu_budget.ledger import PodObservation
+from gpu_budget.models import DEFAULT_GPU_RESOURCES, GpuResource
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 STOP_AT_ANNOTATION = f"{GROUP}/stop-at"
@@ -18,7 +21,12 @@ through the downward API to checkpoint in time."""
 
 
 class PodFacts(BaseModel):
-    """A GPU pod as the indices keep it: small, immutable, enough to charge it."""
+    """A pod with extended resources as the indices keep it: small, immutable, enough to charge it.
+
+    Reading a pod never raises: what cannot be read is kept in ``problems`` and
+    counted conservatively (a GPU whose quantity is unreadable counts as one), so
+    one malformed pod can neither stop accounting nor run for free.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -27,14 +35,23 @@ class PodFacts(BaseModel):
     namespace: str
     labels: dict[str, str]
     node: str | None
-    gpus: int
+    resources: dict[str, float]
+    """Effective quantity of each extended resource (Kubernetes' init/sidecar rules)."""
+    dra_claims: int = 0
+    """Pod-level DRA resource claims: the device is not visible, so each is charged as a GPU."""
     running_since: datetime | None
     ended_at: datetime | None
     termination_grace_seconds: int = 30
     controller_kind: str | None = None
     """Kind of the pod's controlling owner (Job, ...); None for a bare pod."""
+    controller_uid: str | None = None
+    """Uid of the controlling owner: pods are matched to workloads by it, never by labels."""
     stop_at: str | None = None
     """The pod's ``gpubudget.dev/stop-at`` annotation, if the operator set one."""
+    deleting: bool = False
+    deletion_grace_seconds: int | None = None
+    """The grace period of a deletion under way (metadata.deletionGracePeriodSeconds)."""
+    problems: tuple[str, ...] = ()
 
     @property
     def holds_gpus(self) -> bool:
@@ -44,12 +61,16 @@ class PodFacts(BaseModel):
     def budget_label(self) -> str | None:
         return self.labels.get(BUDGET_LABEL)
 
-    def observation(self) -> PodObservation:
+    def gpus(self, rules: Sequence[GpuResource]) -> float:
+        """GPU-equivalents the pod holds under the policy's GPU resources, DRA claims included."""
+        return gpu_count(self.resources, rules) + self.dra_claims
+
+    def observation(self, rules: Sequence[GpuResource]) -> PodObservation:
         return PodObservation(
             uid=self.uid,
             name=self.name,
             node=self.node,
-            gpus=self.gpus,
+            gpus=self.gpus(rules),
             running_since=self.running_since,
             ended_at=self.ended_at,
         )
@@ -57,50 +78,65 @@ class PodFacts(BaseModel):
     @classmethod
     def from_pod(cls, pod: Mapping[str, Any], observed_at: datetime) -> PodFacts:
         """Read a raw pod; ``observed_at`` dates a finish the pod itself does not date."""
-        meta, spec, status = pod.get("metadata", {}), pod.get("spec", {}), pod.get("status", {})
+        meta, spec, status = (_mapping(pod.get(key)) for key in ("metadata", "spec", "status"))
         node = spec.get("nodeName") or None
+        owners = meta.get("ownerReferences") or []
         controller = next(
-            (ref for ref in meta.get("ownerReferences") or [] if ref.get("controller")), None
+            (ref for ref in owners if isinstance(ref, Mapping) and ref.get("controller")), None
         )
+        resources, problems = pod_resources(spec)
+        grace, grace_problem = _grace_seconds(spec.get("terminationGracePeriodSeconds"))
+        if grace_problem:
+            problems.append(grace_problem)
         return cls(
-            uid=meta["uid"],
-            name=meta["name"],
-            namespace=meta.get("namespace", ""),
-            labels=dict(meta.get("labels") or {}),
-            node=node,
-            gpus=requested_gpus(spec),
+            uid=str(meta.get("uid", "")),
+            name=str(meta.get("name", "")),
+            namespace=str(meta.get("namespace", "")),
+            labels={str(k): str(v) for k, v in _mapping(meta.get("labels")).items()},
+            node=str(node) if node else None,
+            resources={name: float(quantity) for name, quantity in resources.items()},
+            dra_claims=dra_claims(spec),
             running_since=_running_since(status) if node else None,
             ended_at=_ended_at(status, observed_at),
-            termination_grace_seconds=int(spec.get("terminationGracePeriodSeconds", 30)),
-            controller_kind=controller.get("kind") if controller else None,
-            stop_at=(meta.get("annotations") or {}).get(STOP_AT_ANNOTATION),
+            termination_grace_seconds=grace,
+            controller_kind=str(controller.get("kind")) if controller else None,
+            controller_uid=str(controller.get("uid")) if controller else None,
+            stop_at=_mapping(meta.get("annotations")).get(STOP_AT_ANNOTATION),
+            deleting=bool(meta.get("deletionTimestamp")),
+            deletion_grace_seconds=_grace_seconds(meta.get("deletionGracePeriodSeconds"))[0]
+            if meta.get("deletionGracePeriodSeconds") is not None
+            else None,
+            problems=tuple(problems),
         )
 
 
-def requested_gpus(pod_spec: Mapping[str, Any]) -> int:
-    """GPUs a pod holds: the larger of its containers' sum and any init container.
+def has_extended_resources(pod: Mapping[str, Any]) -> bool:
+    """Whether a pod may hold a GPU: any extended resource or DRA claim (the policy decides)."""
+    spec = _mapping(pod.get("spec"))
+    resources, _ = pod_resources(spec)
+    return any(quantity > 0 for quantity in resources.values()) or dra_claims(spec) > 0
 
-    Extended resources cannot be overcommitted, so the limit is the request
-    when only one of them is given.
+
+def requested_gpus(pod_spec: Mapping[str, Any]) -> float:
+    """GPU-equivalents a pod spec asks for under the default GPU resources.
+
+    For workloads' requests (estimates and status), which are read without a
+    policy at hand; what is charged is computed from each pod with the policy's.
     """
-
-    def gpus_of(container: Mapping[str, Any]) -> int:
-        resources = container.get("resources") or {}
-        for section in ("limits", "requests"):
-            value = (resources.get(section) or {}).get(GPU_RESOURCE)
-            if value is not None:
-                return int(str(value))
-        return 0
-
-    main = sum(gpus_of(c) for c in pod_spec.get("containers") or [])
-    init = max((gpus_of(c) for c in pod_spec.get("initContainers") or []), default=0)
-    return max(main, init)
+    resources, _ = pod_resources(pod_spec)
+    return gpu_count(resources, DEFAULT_GPU_RESOURCES) + dra_claims(pod_spec)
 
 
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _grace_seconds(value: object) -> tuple[int, str | None]:
+    if value is None:
+        return 30, None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value, None
+    return 30, f"terminationGracePeriodSeconds={value!r} is not a number of seconds"
 
 
 def _container_states(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -118,11 +154,11 @@ def _running_since(status: Mapping[str, Any]) -> datetime | None:
     its devices are allocated (image pulls included), which is what a cloud
     bills. Container start times are the fallback for kubelets that omit it.
     """
-    start = _parse_time(status.get("startTime"))
+    start = optional_time(status.get("startTime"))
     if start is not None:
         return start
     starts = [
-        _parse_time((state.get("running") or state.get("terminated") or {}).get("startedAt"))
+        optional_time((state.get("running") or state.get("terminated") or {}).get("startedAt"))
         for state in _container_states(status)
     ]
     known = [s for s in starts if s is not None]
@@ -134,7 +170,7 @@ def _ended_at(status: Mapping[str, Any], observed_at: datetime) -> datetime | No
     if status.get("phase") not in TERMINAL_PHASES:
         return None
     finishes = [
-        _parse_time((state.get("terminated") or {}).get("finishedAt"))
+        optional_time((state.get("terminated") or {}).get("finishedAt"))
         for state in _container_states(status)
     ]
     known = [f for f in finishes if f is not None]
@@ -142,4 +178,4 @@ def _ended_at(status: Mapping[str, Any], observed_at: datetime) -> datetime | No
         return max(known)
     conditions = status.get("conditions") or []
     ready = next((c for c in conditions if c.get("type") == "Ready"), None)
-    return _parse_time((ready or {}).get("lastTransitionTime")) or observed_at
+    return optional_time((ready or {}).get("lastTransitionTime")) or observed_at

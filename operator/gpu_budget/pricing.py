@@ -369,7 +369,7 @@ def pod_hourly_rate(gpus: int, price: NodePrice) -> float:
 
 def price_estimate(
     estimate: Estimate,
-    gpus: int,
+    gpus: float,
     pricing: PricingOverrides,
     contingency: float,
     catalog: Catalog | None = None,

@@ -223,3 +223,16 @@ def test_total_is_sum_of_pod_integrals(pods: list[tuple[int, float]]) -> None:
     result = advance(Ledger(), observed, all_rates, now, CostModel.ALLOCATION)
     expected = sum(gpus * PRICE * (7200 - delay) / 3600 for gpus, delay in pods)
     assert result.totals.spent == pytest.approx(expected, rel=1e-9)
+
+
+def test_fractional_gpus_are_charged_by_their_share() -> None:
+    """A MIG slice (3 of 7 compute slices) costs 3/7 of its GPU's price."""
+    share = 3 / 7
+    mig = PodObservation(
+        uid="u1", name="mig", node="n", gpus=share, running_since=T0, ended_at=None
+    )
+    result = advance(Ledger(), [mig], rates(), T0 + timedelta(hours=2), CostModel.ALLOCATION)
+    assert result.totals.spent == pytest.approx(2 * share * PRICE)
+    assert result.totals.burn_rate_per_hour == pytest.approx(share * PRICE)
+    assert result.ledger.pods[0].gpus == pytest.approx(share)
+    assert result.totals.gpu_seconds == pytest.approx(2 * 3600 * share)

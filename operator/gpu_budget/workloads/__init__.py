@@ -17,11 +17,12 @@ from gpu_budget.workloads.jobset import JobSetAdapter
 from gpu_budget.workloads.pod import PodAdapter
 from gpu_budget.workloads.pytorchjob import PyTorchJobAdapter
 
+CONTROLLERS: tuple[WorkloadAdapter, ...] = (JobAdapter(), JobSetAdapter(), PyTorchJobAdapter())
+"""Workload kinds with a suspend switch, which control their own pods."""
+
 ADAPTERS: tuple[WorkloadAdapter, ...] = (
-    JobAdapter(),
-    JobSetAdapter(),
-    PyTorchJobAdapter(),
-    PodAdapter(),
+    *CONTROLLERS,
+    PodAdapter(frozenset((adapter.group, adapter.kind) for adapter in CONTROLLERS)),
 )
 """Every workload kind the operator budgets."""
 
@@ -30,6 +31,7 @@ ADAPTERS_BY_KIND = {adapter.kind: adapter for adapter in ADAPTERS}
 __all__ = [
     "ADAPTERS",
     "ADAPTERS_BY_KIND",
+    "CONTROLLERS",
     "HELD_ANNOTATION",
     "KILLED_ANNOTATION",
     "JobAdapter",

@@ -15,13 +15,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from gpu_budget import BUDGET_LABEL, GROUP
+from gpu_budget import ADMITTED_ANNOTATION, BUDGET_LABEL, GROUP, SPEND_RECORD_ANNOTATION
 from gpu_budget.pods import PodFacts
 
 HELD_ANNOTATION = f"{GROUP}/held"
 """On a workload the operator (or its admission webhook) suspended: why."""
 KILLED_ANNOTATION = f"{GROUP}/killed"
 """On a workload the operator killed: why. Killed workloads never run again."""
+
+
+MAX_OWNER_DEPTH = 4
+"""Owner chains are short (pod, Job, JobSet); a bound keeps a malformed chain from looping."""
 
 
 class WorkloadState(StrEnum):
@@ -49,19 +53,33 @@ class WorkloadFacts(BaseModel):
     held_reason: str | None = None
     """Why it is held (the annotation's value), e.g. Admission or CapReached."""
     killed: bool
-    requested_gpus: int
+    requested_gpus: float
     """GPUs the workload asks for when all its pods run."""
-    pod_labels: dict[str, str]
-    """Labels every pod of this workload carries, and only its pods."""
     pod_uid: str | None = None
-    """For a bare pod: the pod itself."""
+    """For a pod adapted as its own workload: the pod itself."""
     other_scheduling_gates: tuple[str, ...] = ()
     """For a bare pod: scheduling gates that are not ours, to keep when releasing it."""
+    admitted_by: str | None = None
+    """Uid of the budget that admitted it (``gpubudget.dev/admitted``)."""
+    spend_record: str | None = None
+    """The raw ``gpubudget.dev/spend-record`` annotation; parsed by gpu_budget.inheritance."""
 
-    def owns(self, pod: PodFacts) -> bool:
+    def owns(self, pod: PodFacts, owners: Mapping[str, str]) -> bool:
+        """Whether ``pod`` is this workload's, by owner references, never by labels.
+
+        ``owners`` maps the uid of an intermediate controller (a JobSet's Job) to
+        the uid of its own controller, so a pod is followed up to its workload.
+        """
         if self.pod_uid is not None:
             return pod.uid == self.pod_uid
-        return all(pod.labels.get(key) == value for key, value in self.pod_labels.items())
+        uid = pod.controller_uid
+        for _ in range(MAX_OWNER_DEPTH):
+            if uid is None:
+                return False
+            if uid == self.uid:
+                return True
+            uid = owners.get(uid)
+        return False
 
 
 class WorkloadAdapter(ABC):
@@ -102,9 +120,10 @@ class WorkloadAdapter(ABC):
             held_reason=annotations.get(HELD_ANNOTATION),
             killed=killed,
             requested_gpus=self.requested_gpus(body),
-            pod_labels=self.pod_labels(body),
             pod_uid=self.own_pod_uid(body),
             other_scheduling_gates=self.other_scheduling_gates(body),
+            admitted_by=annotations.get(ADMITTED_ANNOTATION),
+            spend_record=annotations.get(SPEND_RECORD_ANNOTATION),
         )
 
     def own_pod_uid(self, body: Mapping[str, Any]) -> str | None:
@@ -121,41 +140,65 @@ class WorkloadAdapter(ABC):
     def is_suspended(self, body: Mapping[str, Any]) -> bool: ...
 
     @abstractmethod
-    def requested_gpus(self, body: Mapping[str, Any]) -> int: ...
-
-    @abstractmethod
-    def pod_labels(self, body: Mapping[str, Any]) -> dict[str, str]: ...
+    def requested_gpus(self, body: Mapping[str, Any]) -> float: ...
 
     @abstractmethod
     def suspend_fields(self, suspend: bool) -> dict[str, Any]:
         """The merge patch of the workload's own suspend switch."""
 
-    def suspend(self, workload: WorkloadFacts, reason: str) -> Operation | None:
-        """Stop the workload's pods in a way it can come back from; None if already so."""
+    def suspend(
+        self, workload: WorkloadFacts, reason: str, record: str | None = None
+    ) -> Operation | None:
+        """Stop the workload's pods in a way it can come back from; None if already so.
+
+        ``record`` is the budget's spend record, written in the same patch so a
+        stopped workload always carries what its budget had spent.
+        """
         if workload.suspended or workload.state == WorkloadState.FINISHED:
             return None
         return Operation(
             verb="patch",
-            patch=_merge(self.suspend_fields(True), _annotate({HELD_ANNOTATION: reason})),
+            patch=_merge(
+                self.suspend_fields(True),
+                _annotate({HELD_ANNOTATION: reason, **_record(record)}),
+            ),
         )
 
-    def resume(self, workload: WorkloadFacts) -> Operation | None:
-        """Let a workload the operator held run again; never one the user suspended."""
+    def resume(self, workload: WorkloadFacts, budget_uid: str) -> Operation | None:
+        """Let a workload the operator held run again; never one the user suspended.
+
+        It is marked admitted by the budget, which is what lets its owner suspend
+        and resume it herself afterwards (the workload guard policy).
+        """
         if not (workload.suspended and workload.held) or workload.killed:
             return None
         return Operation(
             verb="patch",
-            patch=_merge(self.suspend_fields(False), _annotate({HELD_ANNOTATION: None})),
+            patch=_merge(
+                self.suspend_fields(False),
+                _annotate({HELD_ANNOTATION: None, ADMITTED_ANNOTATION: budget_uid}),
+            ),
         )
 
-    def kill(self, workload: WorkloadFacts, reason: str) -> Operation | None:
+    def kill(
+        self, workload: WorkloadFacts, reason: str, record: str | None = None
+    ) -> Operation | None:
         """Stop the workload for good: suspended, marked killed, never resumed."""
         if workload.killed or workload.state == WorkloadState.FINISHED:
             return None
         return Operation(
             verb="patch",
-            patch=_merge(self.suspend_fields(True), _annotate({KILLED_ANNOTATION: reason})),
+            patch=_merge(
+                self.suspend_fields(True),
+                _annotate({KILLED_ANNOTATION: reason, **_record(record)}),
+            ),
         )
+
+    def record(self, workload: WorkloadFacts, record: str) -> Operation | None:
+        """Write the budget's spend record on a workload that is already stopped."""
+        if workload.spend_record == record:
+            return None
+        return Operation(verb="patch", patch=_annotate(_record(record)))
 
 
 class Operation(BaseModel):
@@ -165,6 +208,10 @@ class Operation(BaseModel):
 
     verb: Literal["patch", "delete"]
     patch: dict[str, Any] | None = None
+
+
+def _record(record: str | None) -> dict[str, str | None]:
+    return {} if record is None else {SPEND_RECORD_ANNOTATION: record}
 
 
 def _annotate(annotations: dict[str, str | None]) -> dict[str, Any]:
@@ -179,6 +226,22 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         else:
             result[key] = value
     return result
+
+
+def controller_of(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The controlling owner reference of an object, if any."""
+    owners = (body.get("metadata") or {}).get("ownerReferences") or []
+    return next((ref for ref in owners if isinstance(ref, Mapping) and ref.get("controller")), None)
+
+
+def count(value: object, default: int = 1) -> int:
+    """A replica or parallelism count from a user's object; unreadable counts as ``default``."""
+    if value is None:
+        return default
+    try:
+        return max(0, int(str(value)))
+    except ValueError:
+        return default
 
 
 def condition_true(body: Mapping[str, Any], *types: str) -> bool:

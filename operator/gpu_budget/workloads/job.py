@@ -6,13 +6,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from gpu_budget.pods import requested_gpus
-from gpu_budget.workloads.base import WorkloadAdapter, WorkloadState, condition_true
+from gpu_budget.workloads.base import WorkloadAdapter, WorkloadState, condition_true, count
 
 
-def job_gpus(job_spec: Mapping[str, Any]) -> int:
+def job_gpus(job_spec: Mapping[str, Any]) -> float:
     per_pod = requested_gpus((job_spec.get("template") or {}).get("spec") or {})
     parallelism = job_spec.get("parallelism")
-    return per_pod * (1 if parallelism is None else int(parallelism))
+    return per_pod * (1 if parallelism is None else count(parallelism))
 
 
 class JobAdapter(WorkloadAdapter):
@@ -32,12 +32,8 @@ class JobAdapter(WorkloadAdapter):
     def is_suspended(self, body: Mapping[str, Any]) -> bool:
         return bool((body.get("spec") or {}).get("suspend"))
 
-    def requested_gpus(self, body: Mapping[str, Any]) -> int:
+    def requested_gpus(self, body: Mapping[str, Any]) -> float:
         return job_gpus(body.get("spec") or {})
-
-    def pod_labels(self, body: Mapping[str, Any]) -> dict[str, str]:
-        # Set by the job controller on every pod it creates (Kubernetes >= 1.27).
-        return {"batch.kubernetes.io/controller-uid": body["metadata"]["uid"]}
 
     def suspend_fields(self, suspend: bool) -> dict[str, Any]:
         return {"spec": {"suspend": suspend}}

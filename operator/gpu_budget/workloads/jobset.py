@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gpu_budget.workloads.base import WorkloadAdapter, WorkloadState, condition_true
+from gpu_budget.workloads.base import WorkloadAdapter, WorkloadState, condition_true, count
 from gpu_budget.workloads.job import job_gpus
 
 
@@ -26,15 +26,12 @@ class JobSetAdapter(WorkloadAdapter):
     def is_suspended(self, body: Mapping[str, Any]) -> bool:
         return bool((body.get("spec") or {}).get("suspend"))
 
-    def requested_gpus(self, body: Mapping[str, Any]) -> int:
-        total = 0
+    def requested_gpus(self, body: Mapping[str, Any]) -> float:
+        total = 0.0
         for replicated in (body.get("spec") or {}).get("replicatedJobs") or []:
             job_spec = (replicated.get("template") or {}).get("spec") or {}
-            total += int(replicated.get("replicas", 1)) * job_gpus(job_spec)
+            total += count(replicated.get("replicas")) * job_gpus(job_spec)
         return total
-
-    def pod_labels(self, body: Mapping[str, Any]) -> dict[str, str]:
-        return {"jobset.sigs.k8s.io/jobset-name": body["metadata"]["name"]}
 
     def suspend_fields(self, suspend: bool) -> dict[str, Any]:
         return {"spec": {"suspend": suspend}}

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gpu_budget.pods import requested_gpus
-from gpu_budget.workloads.base import WorkloadAdapter, WorkloadState, condition_true
+from gpu_budget.workloads.base import WorkloadAdapter, WorkloadState, condition_true, count
 
 
 class PyTorchJobAdapter(WorkloadAdapter):
@@ -25,16 +25,13 @@ class PyTorchJobAdapter(WorkloadAdapter):
     def is_suspended(self, body: Mapping[str, Any]) -> bool:
         return bool(((body.get("spec") or {}).get("runPolicy") or {}).get("suspend"))
 
-    def requested_gpus(self, body: Mapping[str, Any]) -> int:
+    def requested_gpus(self, body: Mapping[str, Any]) -> float:
         replicas = (body.get("spec") or {}).get("pytorchReplicaSpecs") or {}
         return sum(
-            int(spec.get("replicas", 1))
+            count(spec.get("replicas"))
             * requested_gpus((spec.get("template") or {}).get("spec") or {})
             for spec in replicas.values()
         )
-
-    def pod_labels(self, body: Mapping[str, Any]) -> dict[str, str]:
-        return {"training.kubeflow.org/job-name": body["metadata"]["name"]}
 
     def suspend_fields(self, suspend: bool) -> dict[str, Any]:
         return {"spec": {"runPolicy": {"suspend": suspend}}}
