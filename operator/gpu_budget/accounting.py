@@ -14,6 +14,8 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 
 from gpu_budget import conditions as cond
+from gpu_budget.gpus import gpu_count
+from gpu_budget.inheritance import inherit
 from gpu_budget.ledger import ChargeRates, advance
 from gpu_budget.models import (
     BudgetPolicySpec,
@@ -45,6 +47,7 @@ class AccountingInput(BaseModel):
 
     namespace: str
     name: str
+    uid: str
     generation: int | None
     spec: TrainingBudgetSpec
     status: TrainingBudgetStatus
@@ -53,6 +56,8 @@ class AccountingInput(BaseModel):
     """Every GPU pod of the budget's namespace; the pass picks the budget's own."""
     workloads: Sequence[WorkloadFacts]
     """The workloads labelled for this budget."""
+    owners: Mapping[str, str]
+    """Uid of an intermediate controller (a JobSet's Job) -> uid of its own controller."""
     nodes: Mapping[str, NodeFacts]
     utilization: UtilizationSnapshot
     deleted_at: Mapping[str, datetime]
@@ -64,17 +69,20 @@ class AccountingOutcome(BaseModel):
     events: list[BudgetEvent]
     pods: list[PodFacts]
     """The budget's own pods, for the enforcement step."""
+    problems: list[str]
+    """What could not be read (pods, spend records); also in the Valid condition."""
 
 
 def budget_pods(
-    budget: str, pods: Sequence[PodFacts], workloads: Sequence[WorkloadFacts]
+    pods: Sequence[PodFacts], workloads: Sequence[WorkloadFacts], owners: Mapping[str, str]
 ) -> list[PodFacts]:
-    """Pods that spend from ``budget``: labelled themselves, or owned by a labelled workload."""
-    return [
-        pod
-        for pod in pods
-        if pod.budget_label == budget or any(workload.owns(pod) for workload in workloads)
-    ]
+    """Pods that spend from a budget: those its workloads own, by owner reference.
+
+    Never by labels: a label is copied as easily as written, while an owner
+    reference is set by the controller that created the pod. Labelled pods no
+    adapted workload controls are workloads of their own (the Pod adapter).
+    """
+    return [pod for pod in pods if any(workload.owns(pod, owners) for workload in workloads)]
 
 
 def workload_refs(workloads: Sequence[WorkloadFacts]) -> list[WorkloadRef]:
@@ -82,7 +90,7 @@ def workload_refs(workloads: Sequence[WorkloadFacts]) -> list[WorkloadRef]:
     return sorted(refs, key=lambda ref: (ref.kind, ref.name))
 
 
-def estimate_gpus(spec: TrainingBudgetSpec, workloads: Sequence[WorkloadFacts]) -> int:
+def estimate_gpus(spec: TrainingBudgetSpec, workloads: Sequence[WorkloadFacts]) -> float:
     if spec.estimate is not None and spec.estimate.gpus is not None:
         return spec.estimate.gpus
     return sum(w.requested_gpus for w in workloads)
@@ -105,32 +113,40 @@ def _price_of(node_name: str, facts: AccountingInput) -> NodePrice:
 
 
 def account(facts: AccountingInput) -> AccountingOutcome:
-    now, spec, previous = facts.now, facts.spec, facts.status
-    own_pods = budget_pods(facts.name, facts.pods, facts.workloads)
+    now, spec = facts.now, facts.spec
+    inheritance = inherit(facts.status, facts.workloads, facts.uid)
+    previous = inheritance.status
+    own_pods = budget_pods(facts.pods, facts.workloads, facts.owners)
+    rules = facts.policy.gpu_resources
+    fallback_price = facts.policy.pricing.fallback_gpu_hourly_price
 
     prices: dict[str, NodePrice] = {}
     rates: dict[str, ChargeRates] = {}
     unpriced: set[str] = set()
+    claimed: list[str] = []
     for pod in own_pods:
         if pod.node is None:
             continue
         if pod.node not in prices:
             prices[pod.node] = _price_of(pod.node, facts)
         price = prices[pod.node]
+        gpu_hourly_price = price.gpu_hourly_price
         if not price.known:
             unpriced.add(pod.node)
+        if pod.dra_claims and gpu_count(pod.resources, rules) == 0:
+            # The device a claim got is not visible here: never free, never guessed low.
+            gpu_hourly_price = fallback_price
+            claimed.append(pod.name)
         utilization = (
             facts.utilization.for_pod(pod.namespace, pod.name, pod.node)
             if facts.utilization.available
             else None
         )
-        rates[pod.uid] = ChargeRates(
-            gpu_hourly_price=price.gpu_hourly_price, utilization=utilization
-        )
+        rates[pod.uid] = ChargeRates(gpu_hourly_price=gpu_hourly_price, utilization=utilization)
 
     result = advance(
         previous.ledger,
-        [pod.observation() for pod in own_pods],
+        [pod.observation(rules) for pod in own_pods],
         rates,
         now,
         spec.cost_model,
@@ -199,17 +215,34 @@ def account(facts: AccountingInput) -> AccountingOutcome:
             generation,
         )
 
-    if unpriced:
-        names = ", ".join(sorted(unpriced))
-        fallback = facts.policy.pricing.fallback_gpu_hourly_price
-        message = (
-            f"No known price for node(s) {names}; charging the fallback ${fallback:g}/GPU-hour."
+    if unpriced or claimed:
+        fallback = fallback_price
+        message = " ".join(
+            part
+            for part in (
+                f"No known price for node(s) {', '.join(sorted(unpriced))}; charging the "
+                f"fallback ${fallback:g}/GPU-hour."
+                if unpriced
+                else "",
+                f"Pod(s) {', '.join(sorted(claimed))} hold devices through DRA resource "
+                f"claims, which the operator cannot price; each claim is charged as one GPU "
+                f"at the fallback ${fallback:g}/GPU-hour."
+                if claimed
+                else "",
+            )
+            if part
         )
         previous_priced = cond.find(conditions, cond.PRICED)
         if previous_priced is None or previous_priced.message != message:
             events.append(BudgetEvent(type="Warning", reason="UnknownNodePrice", message=message))
         conditions = cond.set_condition(
-            conditions, cond.PRICED, "False", "UnknownNodePrice", message, now, generation
+            conditions,
+            cond.PRICED,
+            "False",
+            "UnknownNodePrice" if unpriced else "DeviceClaims",
+            message,
+            now,
+            generation,
         )
     else:
         conditions = cond.set_condition(
@@ -244,6 +277,32 @@ def account(facts: AccountingInput) -> AccountingOutcome:
             generation,
         )
 
+    for record in inheritance.inherited:
+        events.append(
+            BudgetEvent(
+                type="Warning",
+                reason="Inherited",
+                message=f"An earlier TrainingBudget {facts.name} (uid {record.budget_uid}) had "
+                f"spent ${record.spent:,.2f}"
+                + (f" and was stopped ({record.reason})" if record.reason else "")
+                + "; this budget carries both on: deleting a budget does not reset it.",
+            )
+        )
+    if inheritance.inherited:
+        conditions = cond.set_condition(
+            conditions,
+            cond.INHERITED,
+            "True",
+            "EarlierBudget",
+            f"Carries on the spend of {len(previous.ledger.inherited_from)} earlier budget(s) "
+            f"named {facts.name}.",
+            now,
+            generation,
+        )
+    problems = [f"pod {pod.name}: {problem}" for pod in own_pods for problem in pod.problems] + [
+        f"{bad.workload}: {bad.error}" for bad in inheritance.bad
+    ]
+
     refs = workload_refs(facts.workloads)
     known = {(ref.kind, ref.name) for ref in previous.workloads}
     for ref in refs:
@@ -273,4 +332,4 @@ def account(facts: AccountingInput) -> AccountingOutcome:
             "ledger": result.ledger,
         }
     )
-    return AccountingOutcome(status=status, events=events, pods=own_pods)
+    return AccountingOutcome(status=status, events=events, pods=own_pods, problems=problems)

@@ -10,12 +10,12 @@ and meanwhile the run may go on up to the amount already approved.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict
 
-from gpu_budget import APPROVED_AMOUNT_ANNOTATION
+from gpu_budget import APPROVED_AMOUNT_ANNOTATION, APPROVED_CAP_ANNOTATION
+from gpu_budget.formats import FormatError, parse_usd
 
 
 class ApprovalDecision(BaseModel):
@@ -25,8 +25,14 @@ class ApprovalDecision(BaseModel):
     """The cap or the estimate is above the ceiling."""
     approved_amount: float | None
     """What finance approved; None when not approved (or the annotation is malformed)."""
+    approved_cap: float | None
+    """The cap the budget had when finance approved; None when not recorded."""
     spend_limit: float
     """The most that may be spent now: the cap, or less while approval is short."""
+    hard_limit: float
+    """The most that may ever be spent, whatever the action at the cap: what finance
+    approved (and at most the cap finance saw), or without an approval the ceiling.
+    An Alert-only budget runs past its cap, never past this."""
     awaiting: bool
     """Approval is required and does not cover the cap."""
     reason: str
@@ -35,17 +41,32 @@ class ApprovalDecision(BaseModel):
 
 def approved_amount(annotations: Mapping[str, str]) -> tuple[float | None, str | None]:
     """The approved amount, or None with a complaint when the annotation is unusable."""
-    raw = annotations.get(APPROVED_AMOUNT_ANNOTATION)
+    return _usd_annotation(annotations, APPROVED_AMOUNT_ANNOTATION)
+
+
+def _usd_annotation(annotations: Mapping[str, str], key: str) -> tuple[float | None, str | None]:
+    raw = annotations.get(key)
     if raw is None:
         return None, None
-    text = raw.strip().removeprefix("$").replace(",", "").replace("_", "")
     try:
-        value = float(text)
-    except ValueError:
-        return None, f"{APPROVED_AMOUNT_ANNOTATION}={raw!r} is not a number of USD"
-    if not math.isfinite(value) or value < 0:
-        return None, f"{APPROVED_AMOUNT_ANNOTATION}={raw!r} is not a non-negative amount"
-    return value, None
+        return parse_usd(raw), None
+    except FormatError as error:
+        return None, f"{key}: {error}"
+
+
+def covered_amount(annotations: Mapping[str, str]) -> tuple[float | None, float | None, str | None]:
+    """What an approval covers: the amount, bounded by the cap finance saw when approving.
+
+    Returns (amount, approved cap, complaint). An approval whose recorded cap is
+    unreadable covers nothing: the record is what binds it to what finance saw.
+    """
+    amount, complaint = approved_amount(annotations)
+    if amount is None:
+        return None, None, complaint
+    cap, cap_complaint = _usd_annotation(annotations, APPROVED_CAP_ANNOTATION)
+    if cap_complaint is not None:
+        return None, None, cap_complaint
+    return amount, cap, None
 
 
 def decide(
@@ -54,7 +75,8 @@ def decide(
     ceiling: float,
     annotations: Mapping[str, str],
 ) -> ApprovalDecision:
-    amount, complaint = approved_amount(annotations)
+    amount, approved_cap, complaint = covered_amount(annotations)
+    covered = None if amount is None else min(amount, amount if approved_cap is None else approved_cap)
     over = [f"cap ${cost_cap:,.2f}"] if cost_cap > ceiling else []
     if estimate_total is not None and estimate_total > ceiling:
         over.append(f"estimate with contingency ${estimate_total:,.2f}")
@@ -62,37 +84,52 @@ def decide(
         return ApprovalDecision(
             required=False,
             approved_amount=amount,
+            approved_cap=approved_cap,
             spend_limit=cost_cap,
+            hard_limit=max(ceiling, covered or 0.0),
             awaiting=False,
             reason="BelowCeiling",
             message=f"Cap and estimate are within the approval ceiling of ${ceiling:,.2f}.",
         )
     needs = " and ".join(over) + f" above the approval ceiling of ${ceiling:,.2f}"
-    if amount is None:
+    if amount is None or covered is None:
         suffix = f" ({complaint})" if complaint else ""
         return ApprovalDecision(
             required=True,
             approved_amount=None,
+            approved_cap=None,
             spend_limit=0.0,
+            hard_limit=0.0,
             awaiting=True,
             reason="AwaitingApproval",
             message=f"Finance approval needed: {needs}{suffix}. Finance approves with "
             f"`kubectl annotate tb <name> {APPROVED_AMOUNT_ANNOTATION}=<USD>`.",
         )
-    if amount < cost_cap:
+    if covered < cost_cap:
+        if approved_cap is not None and approved_cap < cost_cap and amount >= cost_cap:
+            why = (
+                f"Finance approved ${amount:,.2f} for a cap of ${approved_cap:,.2f}; the cap was "
+                f"raised to ${cost_cap:,.2f} since, which the approval does not cover"
+            )
+        else:
+            why = f"Finance approved ${amount:,.2f} but the cap is ${cost_cap:,.2f}"
         return ApprovalDecision(
             required=True,
             approved_amount=amount,
-            spend_limit=amount,
+            approved_cap=approved_cap,
+            spend_limit=covered,
+            hard_limit=covered,
             awaiting=True,
             reason="ApprovalBelowCap",
-            message=f"Finance approved ${amount:,.2f} but the cap is ${cost_cap:,.2f}; the run "
-            f"may spend up to the approved amount until finance approves the cap.",
+            message=f"{why}; the run may spend up to ${covered:,.2f} until finance approves "
+            "the cap.",
         )
     return ApprovalDecision(
         required=True,
         approved_amount=amount,
+        approved_cap=approved_cap,
         spend_limit=cost_cap,
+        hard_limit=covered,
         awaiting=False,
         reason="Approved",
         message=f"Finance approved ${amount:,.2f}, covering the cap of ${cost_cap:,.2f}.",

@@ -64,3 +64,10 @@ def find(conditions: list[Condition], type_: str) -> Condition | None:
 def is_true(conditions: list[Condition], type_: str) -> bool:
     condition = find(conditions, type_)
     return condition is not None and condition.status == "True"
+
+
+INHERITED = "Inherited"
+"""True once the budget took over the spend (and stop) of an earlier budget of its name."""
+VALID = "Valid"
+"""False while something the budget depends on cannot be read (a workload, an annotation,
+the action at the cap); the message says what and how to fix it."""

@@ -28,6 +28,15 @@ CAP_ALERT = 1.0
 """Recorded among the warned thresholds once an Alert-only budget has passed its cap."""
 
 
+class StopReason(StrEnum):
+    """Why a run is held or stopped: the reasons a stop record carries."""
+
+    CAP_REACHED = "CapReached"
+    APPROVAL_EXHAUSTED = "ApprovalExhausted"
+    IDLE_GPUS = "IdleGPUs"
+    BUDGET_DELETED = "BudgetDeleted"
+
+
 class Desired(StrEnum):
     RUN = "run"
     HOLD = "hold"
@@ -158,7 +167,7 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
         return decision(
             Desired.KILL,
             Phase.KILLED,
-            facts.previous_reason or "CapReached",
+            facts.previous_reason or StopReason.CAP_REACHED,
             "The run was killed; its workloads cannot restart. Create a new budget and workload.",
             stopped_at_generation=facts.stopped_at_generation,
             limit_at_stop=facts.limit_at_stop,
@@ -168,8 +177,12 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
     if approval.awaiting and approval.approved_amount is None:
         return decision(Desired.HOLD, Phase.AWAITING_APPROVAL, approval.reason, approval.message)
 
-    limit = approval.spend_limit
-    limited_by_approval = limit < facts.cost_cap
+    # Where the run stops. Suspend and Kill stop at the cap (or less while
+    # finance's approval is short); Alert lets the cap pass but is stopped at the
+    # hard limit: an approval is a limit whatever the action.
+    alert_only = facts.action == EnforcementAction.ALERT
+    limit = approval.hard_limit if alert_only else approval.spend_limit
+    limited_by_approval = alert_only or limit < facts.cost_cap
     seconds_left = _seconds_to_limit(limit, facts.spent, facts.burn_rate_per_hour)
     stop_at = (
         None
@@ -180,12 +193,12 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
 
     # Stopped earlier: stay stopped until there is room to run again.
     if facts.previous_phase == Phase.SUSPENDED:
-        if facts.previous_reason == "IdleGPUs":
+        if facts.previous_reason == StopReason.IDLE_GPUS:
             if facts.generation == facts.stopped_at_generation:
                 return decision(
                     Desired.HOLD,
                     Phase.SUSPENDED,
-                    "IdleGPUs",
+                    StopReason.IDLE_GPUS,
                     "Suspended because its GPUs were idle; edit the budget to resume.",
                     stopped_at_generation=facts.stopped_at_generation,
                     limit_at_stop=facts.limit_at_stop,
@@ -209,7 +222,7 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
             return decision(
                 Desired.HOLD,
                 Phase.SUSPENDED,
-                facts.previous_reason or "CapReached",
+                facts.previous_reason or StopReason.CAP_REACHED,
                 message,
                 stopped_at_generation=facts.stopped_at_generation,
                 limit_at_stop=facts.limit_at_stop,
@@ -220,9 +233,8 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
             return decision(
                 Desired.HOLD,
                 Phase.SUSPENDED,
-                "ApprovalExhausted",
-                f"Spend reached the approved ${limit:,.2f}; the raised cap of "
-                f"${facts.cost_cap:,.2f} awaits finance's approval.",
+                StopReason.APPROVAL_EXHAUSTED,
+                _exhausted_message(facts, limit),
                 acted=True,
                 stopped_at_generation=facts.generation,
                 limit_at_stop=limit,
@@ -231,30 +243,33 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
             return decision(
                 Desired.HOLD,
                 Phase.SUSPENDED,
-                "CapReached",
+                StopReason.CAP_REACHED,
                 f"Spend reached the cap of ${facts.cost_cap:,.2f}; workloads suspended.",
                 acted=True,
                 stopped_at_generation=facts.generation,
                 limit_at_stop=limit,
             )
-        if facts.action == EnforcementAction.KILL:
-            return decision(
-                Desired.KILL,
-                Phase.KILLED,
-                "CapReached",
-                f"Spend reached the cap of ${facts.cost_cap:,.2f}; workloads killed.",
-                acted=True,
-                stopped_at_generation=facts.generation,
-                limit_at_stop=limit,
-            )
+        return decision(
+            Desired.KILL,
+            Phase.KILLED,
+            StopReason.CAP_REACHED,
+            f"Spend reached the cap of ${facts.cost_cap:,.2f}; workloads killed.",
+            acted=True,
+            stopped_at_generation=facts.generation,
+            limit_at_stop=limit,
+        )
+
+    if alert_only and facts.spent >= facts.cost_cap:
         first_alert = CAP_ALERT not in warned
         return decision(
             Desired.RUN,
             _running_phase(facts),
             "CapExceeded",
-            f"Spend passed the cap of ${facts.cost_cap:,.2f}; the budget only alerts.",
+            f"Spend passed the cap of ${facts.cost_cap:,.2f}; the budget only alerts, and "
+            f"stops at ${limit:,.2f}.",
             acted=first_alert,
             warned_now=sorted({*warned, CAP_ALERT}),
+            stop_at=stop_at,
         )
 
     if (
@@ -266,7 +281,7 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
         return decision(
             Desired.HOLD,
             Phase.SUSPENDED,
-            "IdleGPUs",
+            StopReason.IDLE_GPUS,
             f"GPUs below {facts.idle.below_utilization:.0%} utilisation for "
             f"{facts.idle.for_minutes:g} minutes; workloads suspended.",
             acted=True,
@@ -274,17 +289,31 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
             limit_at_stop=limit,
         )
 
-    planned = stop_at if facts.action != EnforcementAction.ALERT or limited_by_approval else None
     checkpoint = (
-        planned is not None and (planned - now).total_seconds() <= facts.checkpoint_lead_seconds
+        stop_at is not None and (stop_at - now).total_seconds() <= facts.checkpoint_lead_seconds
     )
     return decision(
         Desired.RUN,
         _running_phase(facts),
         "WithinBudget",
         f"Spent ${facts.spent:,.2f} of ${limit:,.2f}.",
-        stop_at=planned,
+        stop_at=stop_at,
         checkpoint=checkpoint,
+    )
+
+
+def _exhausted_message(facts: EnforcementInput, limit: float) -> str:
+    if facts.approval.required:
+        return (
+            f"Spend reached the ${limit:,.2f} finance approved; the cap of "
+            f"${facts.cost_cap:,.2f} awaits finance's approval."
+            if limit < facts.cost_cap
+            else f"Spend reached the ${limit:,.2f} finance approved, which no action at the "
+            "cap may exceed; finance approves more to resume."
+        )
+    return (
+        f"Spend reached the approval ceiling of ${limit:,.2f}, which an Alert-only budget "
+        "may not pass without finance's approval; finance approves more to resume."
     )
 
 

@@ -230,7 +230,7 @@ class Condition(ApiModel):
 class EstimateStatus(ApiModel):
     """The estimate as the operator priced it."""
 
-    gpus: int = Field(ge=0)
+    gpus: float = Field(ge=0)
     hours: float = Field(gt=0)
     gpu_hourly_price: USD
     base_cost: USD
@@ -251,7 +251,7 @@ class PodCharge(ApiModel):
     uid: str
     name: str
     node: str
-    gpus: int = Field(ge=0)
+    gpus: float = Field(ge=0, description="GPU-equivalents held (a MIG slice is a fraction).")
     gpu_hourly_price: USD
     started_at: datetime
     accounted_until: datetime
@@ -290,6 +290,16 @@ class Ledger(ApiModel):
     )
     closed: LedgerTotals = Field(default_factory=LedgerTotals)
     pods: list[PodCharge] = Field(default_factory=list)
+    inherited_from: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Uids of deleted budgets of this name whose spend is folded into closed.",
+    )
+    inherited_until: datetime | None = Field(
+        default=None,
+        description="The predecessors charged their pods up to this instant; pods are "
+        "charged from then on, never twice.",
+    )
 
 
 class TrainingBudgetStatus(ApiModel):
@@ -319,9 +329,18 @@ class ApprovalStatus(ApiModel):
 
     required: bool
     approved_amount: USD | None = None
+    approved_cap: USD | None = Field(
+        default=None,
+        description="The cap when finance approved; the approval covers at most this cap.",
+    )
     approved_by: str | None = Field(default=None, description="Who set the approved amount.")
     approved_at: datetime | None = None
     spend_limit: USD = Field(description="The most that may be spent now.")
+    hard_limit: USD = Field(
+        default=0.0,
+        description="The most that may ever be spent, whatever the action at the cap: the "
+        "approved amount, or without an approval the ceiling.",
+    )
 
 
 class EnforcementStatus(ApiModel):
@@ -390,6 +409,53 @@ class PricingOverrides(ApiModel):
     )
 
 
+class GpuShare(StrEnum):
+    PER_UNIT = "PerUnit"
+    """Each unit of the resource is ``gpusPerUnit`` GPUs."""
+    MIG_SLICES = "MigComputeSlices"
+    """A MIG profile (``mig-3g.20gb``): its compute slices over ``migSlicesPerGpu``."""
+
+
+class GpuResource(ApiModel):
+    """An extended resource that is (a share of) a GPU, and how much of a GPU one unit is."""
+
+    resource: str = Field(
+        min_length=1,
+        pattern=r"^[A-Za-z0-9.\-]+/[A-Za-z0-9.\-_]*\*?$",
+        description="Resource name, e.g. nvidia.com/gpu; a trailing * matches a prefix "
+        "(nvidia.com/mig-*). The first matching entry applies.",
+    )
+    share: GpuShare = Field(
+        default=GpuShare.PER_UNIT,
+        description="PerUnit: one unit is gpusPerUnit GPUs. MigComputeSlices: a MIG "
+        "profile is priced as its compute slices over migSlicesPerGpu.",
+    )
+    gpus_per_unit: float = Field(
+        default=1.0, ge=0, description="GPUs one unit stands for (PerUnit only)."
+    )
+    mig_slices_per_gpu: int = Field(
+        default=7, ge=1, le=64, description="Compute slices of the parent GPU (MIG only)."
+    )
+
+
+DEFAULT_GPU_RESOURCES: tuple[GpuResource, ...] = (
+    GpuResource(resource="nvidia.com/gpu"),
+    GpuResource(resource="nvidia.com/mig-*", share=GpuShare.MIG_SLICES),
+    GpuResource(resource="nvidia.com/gpu.shared"),
+    GpuResource(resource="amd.com/gpu"),
+    GpuResource(resource="gpu.intel.com/millicores", gpus_per_unit=0.001),
+    GpuResource(resource="gpu.intel.com/memory.max", gpus_per_unit=0.0),
+    GpuResource(resource="gpu.intel.com/*"),
+)
+"""Every GPU resource the operator counts unless the policy says otherwise.
+
+Time-sliced ``nvidia.com/gpu.shared`` replicas are priced as whole GPUs: the
+operator cannot see how many replicas a GPU was cut into, and must not make GPU
+time look cheaper than it may be (set ``gpusPerUnit`` to 1/replicas). Intel's
+``memory.max`` is a companion of its GPU resources, not a GPU count.
+"""
+
+
 class BudgetPolicySpec(ApiModel):
     """Cluster-wide policy; the operator reads the object named ``default``."""
 
@@ -418,6 +484,31 @@ class BudgetPolicySpec(ApiModel):
     )
     pricing: PricingOverrides = Field(
         default_factory=PricingOverrides, description="Overrides of the built-in price catalog."
+    )
+    allowed_actions: list[EnforcementAction] = Field(
+        default_factory=lambda: list(EnforcementAction),
+        min_length=1,
+        description="Actions at the cap engineers may choose; the API server refuses others.",
+    )
+    alert_above_ceiling: bool = Field(
+        default=False,
+        description="Whether a budget whose cap is above the approval ceiling may choose "
+        "Alert. Either way an Alert-only budget stops at the approved amount (or, without "
+        "an approval, at the ceiling): an approval is a limit whatever the action.",
+    )
+    max_grace_period_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="Longest termination grace the operator grants a stopped pod; pods "
+        "asking for more are deleted with this grace period.",
+    )
+    gpu_resources: list[GpuResource] = Field(
+        default_factory=lambda: list(DEFAULT_GPU_RESOURCES),
+        min_length=1,
+        max_length=64,
+        description="Extended resources that are GPUs, and how each is counted and priced. "
+        "The first matching entry applies.",
     )
 
     @field_validator("default_warn_at")

@@ -7,7 +7,7 @@ and sends each workload operation. Nothing here touches the cluster.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,8 +17,11 @@ from gpu_budget import APPROVED_AT_ANNOTATION, APPROVED_BY_ANNOTATION, approval,
 from gpu_budget import conditions as cond
 from gpu_budget.accounting import AccountingInput, BudgetEvent, account
 from gpu_budget.enforcement import Desired, EnforcementDecision, EnforcementInput, decide
+from gpu_budget.formats import optional_time, rfc3339
+from gpu_budget.inheritance import record_for
 from gpu_budget.models import (
     ApprovalStatus,
+    Condition,
     EnforcementAction,
     EnforcementStatus,
     Phase,
@@ -45,6 +48,16 @@ class PodAnnotation(BaseModel):
     annotations: dict[str, str]
 
 
+class PodDeletion(BaseModel):
+    """Delete a stopped run's pod whose grace period exceeds the policy's bound, with the bound."""
+
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str
+    name: str
+    grace_seconds: int
+
+
 class Notification(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -58,6 +71,7 @@ class Plan(BaseModel):
     notifications: list[Notification]
     workload_actions: list[WorkloadAction]
     pod_annotations: list[PodAnnotation]
+    pod_deletions: list[PodDeletion]
     decision: EnforcementDecision
     notify_url: str | None
     """Where the policy wants notifications sent; None for none."""
@@ -71,15 +85,66 @@ class Plan(BaseModel):
         ]
 
 
-def _rfc3339(when: datetime) -> str:
-    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+def _validity(
+    conditions: list[Condition], problems: Sequence[str], now: datetime, generation: int | None
+) -> list[Condition]:
+    """``Valid`` says what of the budget's objects could not be read, and that it was counted."""
+    if problems:
+        return cond.set_condition(
+            conditions,
+            cond.VALID,
+            "False",
+            "UnreadableObjects",
+            "; ".join(problems[:10]) + ". Counted conservatively (an unreadable GPU quantity "
+            "counts as one GPU); fix the objects.",
+            now,
+            generation,
+        )
+    if cond.find(conditions, cond.VALID) is None:
+        return conditions
+    return cond.set_condition(
+        conditions, cond.VALID, "True", "AllReadable", "Every object reads well.", now, generation
+    )
+
+
+def _enforcement_record(
+    previous: TrainingBudgetStatus,
+    status: TrainingBudgetStatus,
+    decision: EnforcementDecision,
+    stopped: bool,
+    now: datetime,
+) -> EnforcementStatus:
+    """What enforcement did and plans; when a run is stopped, when and at what spend."""
+    if not stopped:
+        stopped_at, spent_at_stop = None, None
+    elif decision.acted:
+        stopped_at, spent_at_stop = now, status.spent
+    else:
+        stopped_at, spent_at_stop = (
+            previous.enforcement.stopped_at,
+            previous.enforcement.spent_at_stop,
+        )
+    return EnforcementStatus(
+        reason=None if decision.desired == Desired.RUN else decision.reason,
+        warned=decision.warned,
+        stop_at=decision.stop_at,
+        stopped_at=stopped_at,
+        spent_at_stop=spent_at_stop,
+        stopped_at_generation=decision.stopped_at_generation,
+        limit_at_stop=decision.limit_at_stop if stopped else None,
+        idle_since=decision.idle_since,
+        idle_alerted_for=decision.idle_alerted_for,
+    )
 
 
 def _current_utilization(pods: list[PodFacts], facts: AccountingInput) -> float | None:
     if not facts.utilization.available:
         return None
     weighted = [
-        (pod.gpus, facts.utilization.for_pod(pod.namespace, pod.name, pod.node))
+        (
+            pod.gpus(facts.policy.gpu_resources),
+            facts.utilization.for_pod(pod.namespace, pod.name, pod.node),
+        )
         for pod in pods
         if pod.holds_gpus
     ]
@@ -90,13 +155,31 @@ def _current_utilization(pods: list[PodFacts], facts: AccountingInput) -> float 
     return sum(gpus * value for gpus, value in known) / total
 
 
+def effective_action(
+    chosen: EnforcementAction, allowed: list[EnforcementAction]
+) -> EnforcementAction:
+    """The action at the cap: the budget's, unless the policy no longer allows it.
+
+    The API server refuses disallowed actions; a budget written before the policy
+    changed falls back to Suspend, the action that keeps the cap hard.
+    """
+    return chosen if chosen in allowed else EnforcementAction.SUSPEND
+
+
 def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
-    previous = facts.status
     outcome = account(facts)
+    # Accounting changes the ledger and what it measures, never the phase or
+    # the enforcement record: those are still the previous pass's (or, for a
+    # recreated budget, its predecessor's).
+    previous = outcome.status
     status = outcome.status
     events = list(outcome.events)
     notifications: list[Notification] = []
     now, spec, generation = facts.now, facts.spec, facts.generation
+    action = effective_action(
+        EnforcementAction(spec.enforcement.action), facts.policy.allowed_actions
+    )
+    max_grace = facts.policy.max_grace_period_seconds
 
     approval_decision = approval.decide(
         spec.cost_cap,
@@ -116,14 +199,15 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
             generation=generation,
             cost_cap=spec.cost_cap,
             approval=approval_decision,
-            action=EnforcementAction(spec.enforcement.action),
+            action=action,
             warn_at=list(warn_at),
             checkpoint_lead_seconds=spec.enforcement.checkpoint_lead_seconds,
             idle=spec.enforcement.idle,
             spent=status.spent,
             burn_rate_per_hour=status.burn_rate_per_hour,
-            stop_grace_seconds=max(
-                (pod.termination_grace_seconds for pod in running_pods), default=0
+            stop_grace_seconds=min(
+                max_grace,
+                max((pod.termination_grace_seconds for pod in running_pods), default=0),
             ),
             current_utilization=_current_utilization(outcome.pods, facts),
             previous_phase=Phase(previous.phase),
@@ -136,21 +220,37 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
         )
     )
 
-    conditions = list(status.conditions)
+    problems = list(outcome.problems)
+    if action != spec.enforcement.action:
+        problems.append(
+            f"the BudgetPolicy allows only {', '.join(facts.policy.allowed_actions)} at the cap, "
+            f"so this budget's {spec.enforcement.action} is enforced as Suspend; choose an "
+            "allowed action"
+        )
+    previous_valid = cond.find(status.conditions, cond.VALID)
+    conditions = _validity(list(status.conditions), problems, now, generation)
+    valid = cond.find(conditions, cond.VALID)
+    if (
+        valid is not None
+        and valid.status == "False"
+        and (previous_valid is None or previous_valid.message != valid.message)
+    ):
+        events.append(BudgetEvent(type="Warning", reason="InvalidObjects", message=valid.message))
 
     # --- approval
     approval_status: ApprovalStatus | None = None
     if approval_decision.required or approval_decision.approved_amount is not None:
         approved_by = annotations.get(APPROVED_BY_ANNOTATION)
-        approved_at_raw = annotations.get(APPROVED_AT_ANNOTATION)
         approval_status = ApprovalStatus(
             required=approval_decision.required,
             approved_amount=approval_decision.approved_amount,
+            approved_cap=approval_decision.approved_cap,
             approved_by=approved_by,
-            approved_at=datetime.fromisoformat(approved_at_raw.replace("Z", "+00:00"))
-            if approved_at_raw
-            else None,
+            # The record is the API server's to check (approval guard); a value it
+            # let through that still does not parse is shown as unknown, not fatal.
+            approved_at=optional_time(annotations.get(APPROVED_AT_ANNOTATION)),
             spend_limit=approval_decision.spend_limit,
+            hard_limit=approval_decision.hard_limit,
         )
         previous_amount = None if previous.approval is None else previous.approval.approved_amount
         if approval_decision.approved_amount is not None and (
@@ -226,7 +326,7 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
             cond.IDLE,
             "True" if decision.idle_since is not None else "False",
             "BelowThreshold" if decision.idle_since is not None else "Busy",
-            f"Idle since {_rfc3339(decision.idle_since)}."
+            f"Idle since {rfc3339(decision.idle_since)}."
             if decision.idle_since is not None
             else "GPUs are busy or not running.",
             now,
@@ -256,21 +356,31 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
         )
 
     # --- workloads
+    enforcement = _enforcement_record(previous, status, decision, stopped, now)
+    final = status.model_copy(
+        update={
+            "phase": decision.phase,
+            "approval": approval_status,
+            "enforcement": enforcement,
+            "conditions": conditions,
+        }
+    )
+    record = record_for(final, facts.uid, now).to_annotation()
     actions: list[WorkloadAction] = []
     for workload in facts.workloads:
         adapter = ADAPTERS_BY_KIND[workload.kind]
         op: Operation | None
         if decision.desired == Desired.RUN:
-            op = adapter.resume(workload)
+            op = adapter.resume(workload, facts.uid)
             if workload.held_reason == "Admission":
                 reason, message = "Admitted", f"Budget {facts.name} allows it to start."
             else:
                 reason, message = "Resumed", f"Budget {facts.name} allows it to run again."
         elif decision.desired == Desired.HOLD:
-            op = adapter.suspend(workload, decision.reason)
+            op = adapter.suspend(workload, decision.reason, record)
             reason, message = "Suspended", f"Budget {facts.name}: {decision.message}"
         else:
-            op = adapter.kill(workload, f"{decision.reason}: {decision.message}")
+            op = adapter.kill(workload, f"{decision.reason}: {decision.message}", record)
             reason, message = "Killed", f"Budget {facts.name}: {decision.message}"
         if op is not None:
             actions.append(
@@ -280,7 +390,7 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
     # --- checkpoint warning
     pod_annotations: list[PodAnnotation] = []
     if decision.checkpoint and decision.stop_at is not None:
-        stop_at = _rfc3339(decision.stop_at)
+        stop_at = rfc3339(decision.stop_at)
         for pod in running_pods:
             if pod.stop_at != stop_at:
                 pod_annotations.append(
@@ -291,41 +401,23 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
                     )
                 )
 
-    # When a run is stopped, remember when and at what spend; this pass's stop or an earlier one.
-    if not stopped:
-        stopped_at, spent_at_stop = None, None
-    elif decision.acted:
-        stopped_at, spent_at_stop = now, status.spent
-    else:
-        stopped_at, spent_at_stop = (
-            previous.enforcement.stopped_at,
-            previous.enforcement.spent_at_stop,
-        )
-    enforcement = EnforcementStatus(
-        reason=None if decision.desired == Desired.RUN else decision.reason,
-        warned=decision.warned,
-        stop_at=decision.stop_at,
-        stopped_at=stopped_at,
-        spent_at_stop=spent_at_stop,
-        stopped_at_generation=decision.stopped_at_generation,
-        limit_at_stop=decision.limit_at_stop if stopped else None,
-        idle_since=decision.idle_since,
-        idle_alerted_for=decision.idle_alerted_for,
-    )
-    final = status.model_copy(
-        update={
-            "phase": decision.phase,
-            "approval": approval_status,
-            "enforcement": enforcement,
-            "conditions": conditions,
-        }
-    )
+    # --- bounded grace: a stopped run's pods terminate within the policy's bound
+    pod_deletions: list[PodDeletion] = []
+    if decision.desired != Desired.RUN:
+        pod_deletions = [
+            PodDeletion(namespace=pod.namespace, name=pod.name, grace_seconds=max_grace)
+            for pod in running_pods
+            if pod.termination_grace_seconds > max_grace
+            and (pod.deletion_grace_seconds is None or pod.deletion_grace_seconds > max_grace)
+        ]
+
     return Plan(
         status=final,
         events=events,
         notifications=notifications,
         workload_actions=actions,
         pod_annotations=pod_annotations,
+        pod_deletions=pod_deletions,
         decision=decision,
         notify_url=facts.policy.notification_webhook_url,
     )

@@ -9,9 +9,12 @@ import pytest
 from gpu_budget import BUDGET_LABEL
 from gpu_budget.accounting import AccountingInput, AccountingOutcome, account, budget_pods
 from gpu_budget.conditions import find
+from gpu_budget.inheritance import SpendRecord
 from gpu_budget.models import (
     BudgetPolicySpec,
+    GpuResource,
     InstanceTypePrice,
+    Phase,
     PricingOverrides,
     TrainingBudgetSpec,
     TrainingBudgetStatus,
@@ -50,7 +53,6 @@ JOB = WorkloadFacts(
     held=False,
     killed=False,
     requested_gpus=16,
-    pod_labels={"batch.kubernetes.io/controller-uid": "job-uid"},
 )
 
 
@@ -61,10 +63,11 @@ def job_pod(uid: str = "p1", node: str = "p5-spot-0", start: datetime = T0) -> P
         namespace="ml-team",
         labels={"batch.kubernetes.io/controller-uid": "job-uid"},
         node=node,
-        gpus=8,
+        resources={"nvidia.com/gpu": 8},
         running_since=start,
         ended_at=None,
         controller_kind="Job",
+        controller_uid="job-uid",
     )
 
 
@@ -79,12 +82,14 @@ def run(
         AccountingInput(
             namespace="ml-team",
             name="run",
+            uid="budget-uid",
             generation=1,
             spec=TrainingBudgetSpec.model_validate(spec or {"costCap": 100}),
             status=status or TrainingBudgetStatus(),
             policy=POLICY,
             pods=[job_pod()] if pods is None else pods,
             workloads=[JOB],
+            owners={},
             nodes=NODES,
             utilization=utilization or UtilizationSnapshot(by_pod={("ml-team", "train-p1"): 0.25}),
             deleted_at={},
@@ -115,12 +120,18 @@ def test_first_pass_announces_the_workload_once() -> None:
 
 def test_pods_of_other_budgets_and_unowned_pods_are_ignored() -> None:
     stranger = job_pod("x").model_copy(
-        update={"labels": {"batch.kubernetes.io/controller-uid": "other"}}
+        update={
+            "labels": {"batch.kubernetes.io/controller-uid": "other"},
+            "controller_uid": "other",
+        }
     )
     labelled = job_pod("y").model_copy(
-        update={"labels": {BUDGET_LABEL: "run"}, "controller_kind": None}
+        update={"labels": {BUDGET_LABEL: "run"}, "controller_kind": None, "controller_uid": None}
     )
-    picked = budget_pods("run", [job_pod(), stranger, labelled], [JOB])
+    unowned = job_pod("z").model_copy(update={"controller_kind": None, "controller_uid": None})
+    # A labelled pod no adapted workload controls is a workload of its own (the Pod adapter).
+    solo = JOB.model_copy(update={"kind": "Pod", "name": "train-y", "uid": "y", "pod_uid": "y"})
+    picked = budget_pods([job_pod(), stranger, labelled, unowned], [JOB, solo], {})
     assert [p.uid for p in picked] == ["p1", "y"]
 
 
@@ -176,3 +187,163 @@ def test_no_pods_means_pending_and_no_burn() -> None:
     outcome = run(T0 + timedelta(minutes=30), pods=[])
     assert outcome.status.burn_rate_per_hour == 0
     assert outcome.status.spent == 0
+
+
+# ------------------------------------------------------------- pods by owner uid
+
+
+def account_with(
+    pods: list[PodFacts],
+    workloads: list[WorkloadFacts] | None = None,
+    owners: dict[str, str] | None = None,
+    now: datetime = T0 + timedelta(hours=1),
+    policy: BudgetPolicySpec = POLICY,
+    status: TrainingBudgetStatus | None = None,
+) -> AccountingOutcome:
+    return account(
+        AccountingInput(
+            namespace="ml-team",
+            name="run",
+            uid="budget-uid",
+            generation=1,
+            spec=TrainingBudgetSpec.model_validate({"costCap": 10_000}),
+            status=status or TrainingBudgetStatus(),
+            policy=policy,
+            pods=pods,
+            workloads=[JOB] if workloads is None else workloads,
+            owners=owners or {},
+            nodes=NODES,
+            utilization=UtilizationSnapshot(),
+            deleted_at={},
+            now=now,
+        )
+    )
+
+
+def test_a_pod_labelled_as_another_jobs_is_matched_by_its_controller_not_its_label() -> None:
+    """A label is copied as easily as written: only the controller reference counts."""
+    impostor = job_pod("fake").model_copy(update={"controller_uid": "some-other-job-uid"})
+    assert impostor.labels == {"batch.kubernetes.io/controller-uid": "job-uid"}
+    outcome = account_with([job_pod(), impostor])
+    assert [p.uid for p in outcome.pods] == ["p1"]
+    assert outcome.status.spent == pytest.approx(NODE_PRICE)  # one 8-GPU pod for an hour
+    unlabelled = job_pod("real").model_copy(update={"labels": {}})
+    assert [p.uid for p in account_with([unlabelled]).pods] == ["real"]
+
+
+def test_jobset_pods_are_followed_through_their_job() -> None:
+    jobset = JOB.model_copy(update={"kind": "JobSet", "name": "js", "uid": "js-uid"})
+    pod = job_pod("w0").model_copy(update={"controller_uid": "js-workers-0-uid"})
+    owners = {"js-workers-0-uid": "js-uid"}
+    assert [p.uid for p in account_with([pod], [jobset], owners).pods] == ["w0"]
+    # Without the Job's owner known, the pod is nobody's.
+    assert account_with([pod], [jobset], {}).pods == []
+    # A Job of another JobSet is not followed to this one.
+    assert account_with([pod], [jobset], {"js-workers-0-uid": "other-js-uid"}).pods == []
+
+
+def test_a_looping_owner_chain_ends() -> None:
+    jobset = JOB.model_copy(update={"kind": "JobSet", "name": "js", "uid": "js-uid"})
+    pod = job_pod("w0").model_copy(update={"controller_uid": "a"})
+    assert account_with([pod], [jobset], {"a": "b", "b": "a"}).pods == []
+
+
+# ------------------------------------------------------------------- DRA claims
+
+
+def test_a_pod_with_device_claims_is_charged_at_the_fallback_and_flagged() -> None:
+    claimed = job_pod("dra").model_copy(update={"resources": {}, "dra_claims": 1})
+    outcome = account_with([claimed])
+    # One GPU at the fallback ($10), though the node's GPUs cost $4.50.
+    assert outcome.status.spent == pytest.approx(10.0)
+    priced = find(outcome.status.conditions, "Priced")
+    assert priced is not None and priced.status == "False"
+    assert priced.reason == "DeviceClaims"
+    assert "train-dra" in priced.message and "DRA" in priced.message
+    assert "UnknownNodePrice" in [e.reason for e in outcome.events]
+
+
+def test_device_claims_on_an_unknown_node_name_both() -> None:
+    claimed = job_pod("dra", node="mystery-node").model_copy(
+        update={"resources": {}, "dra_claims": 2}
+    )
+    outcome = account_with([claimed])
+    assert outcome.status.spent == pytest.approx(2 * 10.0)
+    priced = find(outcome.status.conditions, "Priced")
+    assert priced is not None and priced.reason == "UnknownNodePrice"
+    assert "mystery-node" in priced.message and "train-dra" in priced.message
+
+
+# ----------------------------------------------------------- unreadable pods
+
+
+def raw_pod(limits: dict[str, object]) -> dict[str, object]:
+    return {
+        "metadata": {
+            "uid": "bad",
+            "name": "train-bad",
+            "namespace": "ml-team",
+            "ownerReferences": [
+                {"apiVersion": "batch/v1", "kind": "Job", "uid": "job-uid", "controller": True}
+            ],
+        },
+        "spec": {
+            "nodeName": "p5-spot-0",
+            "containers": [{"name": "t", "resources": {"limits": limits}}],
+        },
+        "status": {"phase": "Running", "startTime": "2026-11-01T12:00:00Z"},
+    }
+
+
+def test_a_malformed_gpu_quantity_counts_as_one_gpu_and_is_a_problem() -> None:
+    facts = PodFacts.from_pod(raw_pod({"nvidia.com/gpu": "lots"}), T0)
+    outcome = account_with([facts])
+    assert outcome.status.spent == pytest.approx(NODE_PRICE / 8)  # one GPU for an hour
+    assert len(outcome.problems) == 1
+    assert outcome.problems[0].startswith("pod train-bad: container t: nvidia.com/gpu=")
+    assert "lots" in outcome.problems[0]
+    assert account_with([job_pod()]).problems == []
+
+
+def test_the_policys_gpu_resources_decide_what_is_charged() -> None:
+    policy = POLICY.model_copy(
+        update={
+            "gpu_resources": [
+                GpuResource(resource="nvidia.com/gpu", gpus_per_unit=0.5),
+                GpuResource(resource="example.com/accelerator"),
+            ]
+        }
+    )
+    pod = job_pod().model_copy(
+        update={"resources": {"nvidia.com/gpu": 8, "example.com/accelerator": 2, "fpga.io/x": 4}}
+    )
+    outcome = account_with([pod], policy=policy)
+    assert outcome.status.spent == pytest.approx((8 * 0.5 + 2) * NODE_PRICE / 8)
+
+
+# ------------------------------------------------------------------ inheritance
+
+
+def test_an_earlier_budgets_spend_is_carried_on_once_and_announced() -> None:
+    previous = SpendRecord(
+        budget_uid="old-uid", spent=500.0, phase=Phase.RUNNING, at=T0
+    ).to_annotation()
+    workload = JOB.model_copy(update={"spend_record": previous})
+    first = account_with([job_pod()], [workload])
+    assert first.status.spent == pytest.approx(500.0 + NODE_PRICE)
+    (event,) = [e for e in first.events if e.reason == "Inherited"]
+    assert "old-uid" in event.message and "$500.00" in event.message
+    inherited = find(first.status.conditions, "Inherited")
+    assert inherited is not None and inherited.status == "True"
+    # The record is still on the workload next pass: it must not be folded in again.
+    second = account_with([job_pod()], [workload], now=T0 + timedelta(hours=2), status=first.status)
+    assert second.status.spent == pytest.approx(500.0 + 2 * NODE_PRICE)
+    assert "Inherited" not in [e.reason for e in second.events]
+    assert first.status.ledger.inherited_from == ["old-uid"]
+
+
+def test_a_malformed_spend_record_is_a_problem_not_a_failure() -> None:
+    workload = JOB.model_copy(update={"spend_record": "{nope"})
+    outcome = account_with([job_pod()], [workload])
+    assert outcome.status.spent == pytest.approx(NODE_PRICE)
+    assert len(outcome.problems) == 1 and outcome.problems[0].startswith("Job/train: ")

@@ -10,11 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpu_budget.approval import decide as decide_approval
-from gpu_budget.enforcement import CAP_ALERT, Desired, EnforcementInput, decide
+from gpu_budget.enforcement import CAP_ALERT, Desired, EnforcementInput, StopReason, decide
 from gpu_budget.models import EnforcementAction, IdleRule, Phase
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 CAP = 1_000.0
+CEILING = 10_000.0
 
 
 def facts(**overrides: Any) -> EnforcementInput:
@@ -95,7 +96,10 @@ def test_alert_only_keeps_running_and_alerts_once() -> None:
     assert CAP_ALERT in d.warned
     again = decide(facts(spent=CAP + 50, action=EnforcementAction.ALERT, warned=d.warned))
     assert not again.acted
-    assert decide(facts(spent=500, action=EnforcementAction.ALERT)).stop_at is None
+    # No stop is planned at the cap; the only one is at the hard limit (here the ceiling).
+    below = decide(facts(spent=500, action=EnforcementAction.ALERT))
+    assert below.desired == Desired.RUN
+    assert below.stop_at == NOW + timedelta(seconds=CEILING - 500 - 30)
 
 
 def test_suspended_run_stays_suspended_until_the_cap_is_raised() -> None:
@@ -247,3 +251,84 @@ def test_stopping_at_the_planned_moment_lands_on_the_cap(
     seconds = (d.stop_at - NOW).total_seconds()
     landed = spent + burn * (seconds + grace) / 3600
     assert landed == pytest.approx(CAP, rel=1e-6)
+
+
+# ---------------------------------------------------- Alert stops at the hard limit
+
+
+def test_alert_without_approval_alerts_at_the_cap_once_and_stops_at_the_ceiling() -> None:
+    alert = EnforcementAction.ALERT
+    first = decide(facts(spent=CAP + 1, action=alert))
+    assert first.desired == Desired.RUN and first.reason == "CapExceeded" and first.acted
+    # The stop is planned at the ceiling, not at the cap.
+    assert first.stop_at == NOW + timedelta(seconds=CEILING - (CAP + 1) - 30)
+    assert f"${CEILING:,.2f}" in first.message
+    second = decide(facts(spent=CAP + 100, action=alert, warned=first.warned))
+    assert second.desired == Desired.RUN and second.reason == "CapExceeded"
+    assert not second.acted
+    stopped = decide(facts(spent=CEILING - 25, action=alert, warned=first.warned))
+    assert stopped.desired == Desired.HOLD and stopped.phase == Phase.SUSPENDED
+    assert stopped.reason == "ApprovalExhausted" and stopped.acted
+    assert stopped.limit_at_stop == CEILING
+    assert "approval ceiling" in stopped.message
+
+
+def test_alert_with_an_approval_stops_at_the_approved_amount() -> None:
+    # Finance approved $15k for a $15k cap; the cap was lowered to $11k since.
+    cap = 11_000.0
+    approval = decide_approval(
+        cap,
+        None,
+        CEILING,
+        {"gpubudget.dev/approved-amount": "15000", "gpubudget.dev/approved-cap": "15000"},
+    )
+    assert approval.spend_limit == cap and approval.hard_limit == 15_000
+    alert = EnforcementAction.ALERT
+    at_cap = decide(facts(cost_cap=cap, approval=approval, spent=cap, action=alert))
+    assert at_cap.desired == Desired.RUN and at_cap.reason == "CapExceeded" and at_cap.acted
+    assert at_cap.stop_at == NOW + timedelta(seconds=15_000 - cap - 30)
+    past = decide(
+        facts(cost_cap=cap, approval=approval, spent=14_000, action=alert, warned=at_cap.warned)
+    )
+    assert past.desired == Desired.RUN and not past.acted
+    stopped = decide(
+        facts(cost_cap=cap, approval=approval, spent=15_000, action=alert, warned=at_cap.warned)
+    )
+    assert stopped.desired == Desired.HOLD and stopped.reason == "ApprovalExhausted"
+    assert stopped.limit_at_stop == 15_000
+    assert "finance approved" in stopped.message
+    # Held there: it does not resume on its own, whatever the action.
+    held = decide(
+        facts(
+            cost_cap=cap,
+            approval=approval,
+            spent=15_000,
+            action=alert,
+            previous_phase=Phase.SUSPENDED,
+            previous_reason="ApprovalExhausted",
+            limit_at_stop=15_000,
+        )
+    )
+    assert held.desired == Desired.HOLD and not held.acted
+    # Suspend under the same approval stops at the cap instead.
+    suspend = decide(facts(cost_cap=cap, approval=approval, spent=cap))
+    assert suspend.desired == Desired.HOLD and suspend.reason == "CapReached"
+
+
+def test_alert_with_approval_short_of_the_cap_stops_at_the_approved_amount() -> None:
+    approval = decide_approval(30_000, None, CEILING, {"gpubudget.dev/approved-amount": "20000"})
+    d = decide(
+        facts(cost_cap=30_000, approval=approval, spent=20_000, action=EnforcementAction.ALERT)
+    )
+    assert d.desired == Desired.HOLD and d.reason == "ApprovalExhausted"
+    assert "awaits finance's approval" in d.message
+
+
+def test_stop_reasons_are_the_strings_records_carry() -> None:
+    assert [reason.value for reason in StopReason] == [
+        "CapReached",
+        "ApprovalExhausted",
+        "IdleGPUs",
+        "BudgetDeleted",
+    ]
+    assert decide(facts(spent=975)).reason == StopReason.CAP_REACHED
