@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,18 +20,23 @@ from typing import Any
 
 import kopf
 import structlog
+from pydantic import ValidationError
 
-from gpu_budget import BUDGET_LABEL, GROUP, VERSION, metrics, notify
+from gpu_budget import BUDGET_LABEL, FINALIZER, GROUP, VERSION, metrics, notify
 from gpu_budget.accounting import AccountingInput
+from gpu_budget.attribution import effective_owner
 from gpu_budget.config import OperatorConfig
-from gpu_budget.enforcement import Desired
+from gpu_budget.enforcement import Desired, StopReason
+from gpu_budget.inheritance import SpendRecord, record_for, supersedes
 from gpu_budget.kube import ClusterClient
+from gpu_budget.liveness import PassTracker, stuck
 from gpu_budget.models import BudgetPolicySpec, TrainingBudgetSpec, TrainingBudgetStatus
 from gpu_budget.plan import Plan, plan_pass
-from gpu_budget.pods import PodFacts, requested_gpus
+from gpu_budget.pods import PodFacts, has_extended_resources
 from gpu_budget.pricing import NodeFacts
 from gpu_budget.utilization import PrometheusUtilizationSource, UtilizationSnapshot
 from gpu_budget.workloads import ADAPTERS, ADAPTERS_BY_KIND, WorkloadAdapter, WorkloadFacts
+from gpu_budget.workloads.base import controller_of
 
 log = structlog.get_logger("gpu_budget")
 
@@ -57,8 +63,14 @@ class Runtime:
     client: ClusterClient = field(default_factory=ClusterClient)
     reported_missing: set[str] = field(default_factory=set)
     """Workload uids already told that their budget does not exist."""
-    background: set[asyncio.Task[None]] = field(default_factory=set)
-    """Notification sends in flight; held so they are not garbage-collected."""
+    reported_invalid: set[str] = field(default_factory=set)
+    """Uids of objects already given an Event saying what of them cannot be read."""
+    notifier: notify.Notifier = field(default_factory=notify.Notifier)
+    passes: PassTracker = field(default_factory=PassTracker)
+    written: dict[str, TrainingBudgetStatus] = field(default_factory=dict)
+    """The status last written per budget uid: newer than the watch until it comes back."""
+    policy: BudgetPolicySpec | None = None
+    """The last BudgetPolicy that parsed; a malformed edit does not unset it."""
 
 
 def runtime(memo: Any) -> Runtime:
@@ -75,6 +87,9 @@ def utcnow() -> datetime:
 
 
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Our own finalizer name: the finalizer guard policy lets only the operator
+    # remove it, so a budget cannot be deleted without its workloads being held.
+    settings.persistence.finalizer = FINALIZER
     # Keep status for the API (our status fields) and kopf's bookkeeping in
     # annotations, so status has one owner.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -90,6 +105,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.peering.lifetime = state.config.peering_lifetime
     if state.config.metrics_port is not None:
         metrics.serve(state.config.metrics_port)
+    await state.notifier.start()
     if state.config.prometheus_url is None:
         state.utilization = UtilizationSnapshot(
             available=False, error="no Prometheus URL configured (--prometheus-url)"
@@ -102,6 +118,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     state = runtime(memo)
+    await state.notifier.stop()
     if state.poller is not None:
         state.poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -113,8 +130,11 @@ async def poll_utilization(state: Runtime, source: PrometheusUtilizationSource) 
     was_available: bool | None = None
     while True:
         started = asyncio.get_running_loop().time()
-        with metrics.QUERY_SECONDS.time():
-            snapshot = await asyncio.to_thread(source.fetch)
+        try:
+            with metrics.QUERY_SECONDS.time():
+                snapshot = await asyncio.to_thread(source.fetch)
+        except Exception as error:  # a bad answer must not end the poller
+            snapshot = UtilizationSnapshot(available=False, error=f"unreadable answer: {error}")
         state.utilization = snapshot
         metrics.METRICS_SOURCE_UP.set(1 if snapshot.available else 0)
         if snapshot.available != was_available:
@@ -132,12 +152,36 @@ async def poll_utilization(state: Runtime, source: PrometheusUtilizationSource) 
 # ------------------------------------------------------------------- indices
 
 
-def pod_has_gpus(spec: kopf.Spec, **_: Any) -> bool:
-    return requested_gpus(spec) > 0
+def pod_may_hold_gpus(body: kopf.Body, **_: Any) -> bool:
+    return has_extended_resources(body)
 
 
-def index_gpu_pods(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, PodFacts]:
-    return {namespace or "": PodFacts.from_pod(body, observed_at=utcnow())}
+def report_invalid(state: Runtime, kind: str, body: kopf.Body, problems: list[str]) -> None:
+    """Count an object that cannot be fully read, and say so on it once."""
+    uid = str((body.get("metadata") or {}).get("uid", ""))
+    metrics.INVALID_OBJECTS.labels(kind).inc()
+    if uid in state.reported_invalid:
+        return
+    state.reported_invalid.add(uid)
+    log.warning(
+        "unreadable object", kind=kind, name=body.get("metadata", {}).get("name"), problems=problems
+    )
+    kopf.event(
+        body,
+        type="Warning",
+        reason="Unreadable",
+        message="gpu-budget-operator cannot fully read this object and counts it "
+        "conservatively: " + "; ".join(problems),
+    )
+
+
+def index_gpu_pods(
+    body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> dict[str, PodFacts]:
+    facts = PodFacts.from_pod(body, observed_at=utcnow())
+    if facts.problems:
+        report_invalid(runtime(memo), "Pod", body, list(facts.problems))
+    return {namespace or "": facts}
 
 
 def record_pod_deletion(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
@@ -160,9 +204,28 @@ def index_policies(name: str, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, 
     return {name: dict(spec)}
 
 
+def has_controller(body: kopf.Body, **_: Any) -> bool:
+    return controller_of(body) is not None
+
+
+def index_owners(body: kopf.Body, **_: Any) -> dict[str, str]:
+    """A Job's controller (a JobSet): pods are followed through it to their workload."""
+    controller = controller_of(body)
+    return {} if controller is None else {str(body["metadata"]["uid"]): str(controller["uid"])}
+
+
+def index_namespaces(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
+    return {name: dict(labels)}
+
+
 def workload_indexer(adapter: WorkloadAdapter) -> Any:
-    def index_workloads(body: kopf.Body, namespace: str | None, **_: Any) -> Any:
-        facts = adapter.facts(body)
+    def index_workloads(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> Any:
+        try:
+            facts = adapter.facts(body)
+        except (KeyError, TypeError, ValueError, ValidationError) as error:
+            # Unreadable, so not enforceable by its budget: say so loudly.
+            report_invalid(runtime(memo), adapter.kind, body, [str(error)])
+            return {}
         return {(namespace, facts.budget): facts}
 
     return index_workloads
@@ -175,6 +238,24 @@ def workload_filter(adapter: WorkloadAdapter) -> Any:
     return is_workload
 
 
+class FirstOf(Mapping[str, str]):
+    """A kopf index of single values, read as a plain mapping without copying it."""
+
+    def __init__(self, index: kopf.Index[str, str]) -> None:
+        self._index = index
+
+    def __getitem__(self, key: str) -> str:
+        for value in self._index.get(key, []):
+            return value
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
 def workload_index_id(adapter: WorkloadAdapter) -> str:
     return f"workloads_{adapter.plural}"
 
@@ -182,16 +263,40 @@ def workload_index_id(adapter: WorkloadAdapter) -> str:
 # ---------------------------------------------------------------- accounting
 
 
-def current_policy(policies: Mapping[str, Any], name: str) -> BudgetPolicySpec:
-    for spec in policies.get(name, []):
-        return BudgetPolicySpec.model_validate(spec)
-    return BudgetPolicySpec()
+def current_policy(state: Runtime, policies: Mapping[str, Any]) -> BudgetPolicySpec:
+    """The policy as last read well; a malformed edit keeps the previous one (and says so)."""
+    for spec in policies.get(state.config.policy_name, []):
+        try:
+            state.policy = BudgetPolicySpec.model_validate(spec)
+        except ValidationError as error:
+            metrics.INVALID_OBJECTS.labels("BudgetPolicy").inc()
+            log.error("unreadable BudgetPolicy; keeping the last one read", error=str(error))
+        break
+    return state.policy or BudgetPolicySpec()
 
 
 def parse_status(status: Mapping[str, Any]) -> TrainingBudgetStatus:
     return TrainingBudgetStatus.model_validate(
         {key: value for key, value in status.items() if key in STATUS_FIELDS}
     )
+
+
+def newest_status(state: Runtime, uid: str, status: Mapping[str, Any]) -> TrainingBudgetStatus:
+    """The cluster's status, unless the one this process last wrote is newer.
+
+    Only the operator writes status, so the later ``lastAccountedAt`` is the
+    newer status; after a restart memory is empty and the cluster's is used.
+    """
+    stored = parse_status(status)
+    written = state.written.get(uid)
+    if written is None or written.last_accounted_at is None:
+        return stored
+    if (
+        stored.last_accounted_at is not None
+        and stored.last_accounted_at >= written.last_accounted_at
+    ):
+        return stored
+    return written
 
 
 async def account_budget(
@@ -202,7 +307,6 @@ async def account_budget(
     status: kopf.Status,
     meta: kopf.Meta,
     body: kopf.Body,
-    patch: kopf.Patch,
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
@@ -211,30 +315,30 @@ async def account_budget(
     When the planned stop falls before the next pass, the handler waits for
     that instant and passes again, so the stop lands on time rather than up
     to one interval late. kopf passes each index as a keyword argument named
-    after its handler id.
+    after its handler id. A failure here is this budget's alone: it is
+    counted, retried soon, and reported by the liveness probe if it persists.
     """
     assert namespace is not None, "TrainingBudget is namespaced"
-    with metrics.RECONCILE_SECONDS.time(), count_errors():
-        await reconcile_budget(
-            state=runtime(memo),
-            name=name,
-            namespace=namespace,
-            spec=spec,
-            status=status,
-            meta=meta,
-            body=body,
-            patch=patch,
-            indices=kwargs,
-        )
-
-
-@contextlib.contextmanager
-def count_errors() -> Iterator[None]:
+    state = runtime(memo)
+    uid = str(meta.get("uid"))
+    state.passes.started(uid, utcnow())
     try:
-        yield
+        with metrics.RECONCILE_SECONDS.time():
+            await reconcile_budget(
+                state=state,
+                name=name,
+                namespace=namespace,
+                spec=spec,
+                status=status,
+                meta=meta,
+                body=body,
+                indices=kwargs,
+            )
     except Exception:
+        state.passes.failed(uid, utcnow())
         metrics.RECONCILE_ERRORS.inc()
         raise
+    state.passes.succeeded(uid, utcnow())
 
 
 async def reconcile_budget(
@@ -246,11 +350,11 @@ async def reconcile_budget(
     status: kopf.Status,
     meta: kopf.Meta,
     body: kopf.Body,
-    patch: kopf.Patch,
     indices: Mapping[str, Any],
 ) -> None:
     budget_spec = TrainingBudgetSpec.model_validate(dict(spec))
-    previous = parse_status(status)
+    uid = str(meta.get("uid"))
+    previous = newest_status(state, uid, status)
     # A stop or a warning due before the next pass is not left to it: the
     # handler waits for that instant and passes again (a few times at most).
     for _ in range(MAX_PASSES_PER_TICK):
@@ -270,8 +374,23 @@ async def reconcile_budget(
         if wait > state.config.accounting_interval:
             break
         await asyncio.sleep(max(0.0, wait))
-    patch.status.update(previous.model_dump(mode="json", by_alias=True))
-    metrics.observe_budget(namespace, name, budget_spec, previous)
+    await state.client.patch_status(
+        namespace, name, previous.model_dump(mode="json", by_alias=True)
+    )
+    state.written[uid] = previous
+    namespaces: kopf.Index[str, dict[str, str]] = indices["index_namespaces"]
+    labels = next(iter(namespaces.get(namespace, [])), {})
+    metrics.observe_budget(
+        namespace, name, budget_spec, effective_owner(budget_spec.owner, labels), previous
+    )
+
+
+def workloads_of(indices: Mapping[str, Any], namespace: str, budget: str) -> list[WorkloadFacts]:
+    workloads: list[WorkloadFacts] = []
+    for adapter in ADAPTERS:
+        index: kopf.Index[tuple[str, str], WorkloadFacts] = indices[workload_index_id(adapter)]
+        workloads.extend(index.get((namespace, budget), []))
+    return workloads
 
 
 def gather(
@@ -286,19 +405,17 @@ def gather(
     pods_index: kopf.Index[str, PodFacts] = indices["index_gpu_pods"]
     nodes_index: kopf.Index[str, NodeFacts] = indices["index_nodes"]
     policies_index: kopf.Index[str, dict[str, Any]] = indices["index_policies"]
-    workloads: list[WorkloadFacts] = []
-    for adapter in ADAPTERS:
-        index: kopf.Index[tuple[str, str], WorkloadFacts] = indices[workload_index_id(adapter)]
-        workloads.extend(index.get((namespace, name), []))
     return AccountingInput(
         namespace=namespace,
         name=name,
+        uid=str(meta.get("uid")),
         generation=meta.get("generation"),
         spec=spec,
         status=previous,
-        policy=current_policy(policies_index, state.config.policy_name),
+        policy=current_policy(state, policies_index),
         pods=list(pods_index.get(namespace, [])),
-        workloads=workloads,
+        workloads=workloads_of(indices, namespace, name),
+        owners=FirstOf(indices["index_owners"]),
         nodes={node: facts for node, store in nodes_index.items() for facts in store},
         utilization=state.utilization,
         deleted_at=state.deleted_at,
@@ -326,6 +443,11 @@ async def carry_out(
             verb=action.operation.verb,
             reason=action.reason,
         )
+    for deletion in plan.pod_deletions:
+        await state.client.delete_pod(deletion.namespace, deletion.name, deletion.grace_seconds)
+        bound.info(
+            "pod deleted with bounded grace", pod=deletion.name, grace=deletion.grace_seconds
+        )
     for annotation in plan.pod_annotations:
         await state.client.annotate_pod(
             annotation.namespace, annotation.name, annotation.annotations
@@ -336,18 +458,9 @@ async def carry_out(
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         bound.info("event", reason=event.reason, message=event.message)
     if plan.notify_url:
+        # Queued, never awaited: a slow receiver must not delay the next stop.
         for payload in plan.notification_payloads(namespace, name, cost_cap):
-            # Fire and forget: a slow receiver must not delay the next stop.
-            state.background.add(
-                asyncio.create_task(send_notification(state, plan.notify_url, payload))
-            )
-
-
-async def send_notification(state: Runtime, url: str, payload: dict[str, Any]) -> None:
-    try:
-        await asyncio.to_thread(notify.send, url, payload)
-    finally:
-        state.background.discard(asyncio.current_task())
+            state.notifier.submit(plan.notify_url, payload)
 
 
 def workload_reference(workload: WorkloadFacts) -> kopf.Body:
@@ -370,51 +483,125 @@ def index_budgets(name: str, namespace: str | None, **_: Any) -> dict[tuple[str,
     return {(namespace or "", name): True}
 
 
-async def hold_workloads_of_deleted_budget(
-    *, name: str, namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, **kwargs: Any
+async def hold_and_record(
+    state: Runtime,
+    workloads: list[WorkloadFacts],
+    record: SpendRecord,
+    reason: str,
+    message: str,
 ) -> None:
-    """A deleted budget leaves no workload unbudgeted: its workloads are held.
+    """Hold a gone budget's workloads, and leave its spend record on each.
 
-    They resume only if a budget of the same name comes back and allows them
-    (the hold annotation is the operator's, so the new budget may lift it).
-    Killed workloads stay killed.
+    The record is what a budget recreated under the same name inherits; an
+    older record (a lower spend of the same budget) never replaces a newer one.
+    """
+    annotation = record.to_annotation()
+    for workload in workloads:
+        adapter = ADAPTERS_BY_KIND[workload.kind]
+        if not supersedes(record, workload.spend_record):
+            operation = adapter.suspend(workload, reason)
+        else:
+            operation = adapter.suspend(workload, reason, annotation) or adapter.record(
+                workload, annotation
+            )
+        if operation is None:
+            continue
+        await state.client.apply(adapter, workload, operation)
+        if operation.verb == "delete" or "suspend" in json_text(operation.patch):
+            kopf.event(workload_reference(workload), type="Warning", reason=reason, message=message)
+        log.info(
+            "held workload of gone budget",
+            namespace=workload.namespace,
+            budget=workload.budget,
+            workload=f"{workload.kind}/{workload.name}",
+            reason=reason,
+        )
+
+
+def json_text(value: object) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+async def hold_workloads_of_deleted_budget(
+    *,
+    name: str,
+    namespace: str | None,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    **kwargs: Any,
+) -> None:
+    """A deleted budget leaves no workload unbudgeted, and no spend forgotten.
+
+    A last pass charges the budget up to now; its workloads are held and carry
+    its spend record, so a budget of the same name created later carries on
+    from there (with the same stop, if it was stopped). Killed workloads stay
+    killed. kopf removes the finalizer only once this has succeeded.
     """
     assert namespace is not None
     state = runtime(memo)
-    metrics.forget_budget(namespace, name, TrainingBudgetSpec.model_validate(dict(spec)))
-    for adapter in ADAPTERS:
-        index: kopf.Index[tuple[str, str], WorkloadFacts] = kwargs[workload_index_id(adapter)]
-        for workload in index.get((namespace, name), []):
-            operation = adapter.suspend(workload, "BudgetDeleted")
-            if operation is None:
-                continue
-            await state.client.apply(adapter, workload, operation)
-            kopf.event(
-                workload_reference(workload),
-                type="Warning",
-                reason="BudgetDeleted",
-                message=f"TrainingBudget {name} was deleted; held until a budget {name} allows it.",
-            )
-            log.info(
-                "held workload of deleted budget",
-                namespace=namespace,
-                budget=name,
-                workload=f"{workload.kind}/{workload.name}",
-            )
+    metrics.forget_budget(namespace, name)
+    budget_spec = TrainingBudgetSpec.model_validate(dict(spec))
+    uid = str(meta.get("uid"))
+    previous = newest_status(state, uid, status)
+    plan = plan_pass(
+        gather(state, name, namespace, budget_spec, meta, previous, kwargs), meta.annotations
+    )
+    await hold_and_record(
+        state,
+        workloads_of(kwargs, namespace, name),
+        record_for(plan.status, uid, utcnow()),
+        StopReason.BUDGET_DELETED,
+        f"TrainingBudget {name} was deleted; held until a budget {name} allows it. What it "
+        "spent stays on record: a new budget of that name carries it on.",
+    )
+    state.written.pop(uid, None)
+
+
+async def hold_workloads_of_vanished_budget(
+    *, event: kopf.RawEvent, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A budget gone without its finalizer (forced by an admin) still leaves its workloads held.
+
+    The DELETED event carries the budget's last status, so its spend is still
+    recorded (as of its last pass) for a successor to inherit.
+    """
+    if event["type"] != "DELETED":
+        return
+    obj = event["object"]
+    meta = obj.get("metadata") or {}
+    namespace, name, uid = meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", "")
+    state = runtime(memo)
+    status = newest_status(state, uid, obj.get("status") or {})
+    await hold_and_record(
+        state,
+        workloads_of(kwargs, namespace, name),
+        record_for(status, uid, utcnow()),
+        StopReason.BUDGET_DELETED,
+        f"TrainingBudget {name} is gone; held until a budget {name} allows it.",
+    )
+    state.written.pop(uid, None)
 
 
 def report_missing_budget(adapter: WorkloadAdapter) -> Any:
-    def on_workload_event(
+    async def on_workload_event(
         event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
     ) -> None:
-        """Say why a held workload does not start when its budget does not exist."""
-        if event["type"] not in (None, "ADDED"):
+        """A labelled workload whose budget does not exist is held, and told why."""
+        if event["type"] not in (None, "ADDED", "MODIFIED"):
             return
-        facts = adapter.facts(body)
+        try:
+            facts = adapter.facts(body)
+        except (KeyError, TypeError, ValueError, ValidationError):
+            return  # reported by the index
         budgets: kopf.Index[tuple[str, str], bool] = kwargs["index_budgets"]
-        if not facts.held or (facts.namespace, facts.budget) in budgets:
+        if (facts.namespace, facts.budget) in budgets:
             return
         state = runtime(memo)
+        operation = adapter.suspend(facts, "BudgetNotFound")
+        if operation is not None:
+            await state.client.apply(adapter, facts, operation)
         if facts.uid in state.reported_missing:
             return
         state.reported_missing.add(facts.uid)
@@ -429,6 +616,15 @@ def report_missing_budget(adapter: WorkloadAdapter) -> Any:
     return on_workload_event
 
 
+def probe_accounting(memo: kopf.Memo, **_: Any) -> str:
+    """Liveness: fails while a pass is wedged or every pass keeps failing."""
+    state = runtime(memo)
+    reason = stuck(state.passes, utcnow(), state.config.accounting_interval)
+    if reason is not None:
+        raise RuntimeError(reason)
+    return "ok"
+
+
 # -------------------------------------------------------------- registration
 
 
@@ -438,9 +634,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     kopf.on.login(registry=registry)(kopf.login_via_client)
     kopf.on.startup(registry=registry)(start)
     kopf.on.cleanup(registry=registry)(stop)
-    kopf.index("", "v1", "pods", when=pod_has_gpus, registry=registry)(index_gpu_pods)
-    kopf.on.event("", "v1", "pods", when=pod_has_gpus, registry=registry)(record_pod_deletion)
+    kopf.on.probe(id="accounting", registry=registry)(probe_accounting)
+    kopf.index("", "v1", "pods", when=pod_may_hold_gpus, registry=registry)(index_gpu_pods)
+    kopf.on.event("", "v1", "pods", when=pod_may_hold_gpus, registry=registry)(record_pod_deletion)
     kopf.index("", "v1", "nodes", registry=registry)(index_nodes)
+    kopf.index("", "v1", "namespaces", registry=registry)(index_namespaces)
+    kopf.index("batch", "v1", "jobs", when=has_controller, registry=registry)(index_owners)
     kopf.index(GROUP, VERSION, "budgetpolicies", registry=registry)(index_policies)
     for adapter in ADAPTERS:
         kopf.index(
@@ -464,6 +663,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     kopf.index(GROUP, VERSION, "trainingbudgets", registry=registry)(index_budgets)
     kopf.on.delete(GROUP, VERSION, "trainingbudgets", registry=registry)(
         hold_workloads_of_deleted_budget
+    )
+    kopf.on.event(GROUP, VERSION, "trainingbudgets", registry=registry)(
+        hold_workloads_of_vanished_budget
     )
     kopf.timer(
         GROUP,

@@ -1,19 +1,29 @@
 """The operator's writes to the cluster besides status: workload operations and pod annotations.
 
-The Kubernetes client is blocking; every call here runs in a worker thread so
-the kopf event loop keeps serving watches and other budgets.
+The Kubernetes client is blocking; every call here runs in a thread pool of the
+client's own, so the kopf event loop keeps serving watches and other budgets,
+and nothing else (notifications, kopf's sync handlers) can take the threads a
+stop needs.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import kubernetes
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
+from gpu_budget import GROUP, VERSION
 from gpu_budget.workloads import Operation, WorkloadAdapter, WorkloadFacts
+
+T = TypeVar("T")
+
+WORKERS = 8
+"""Concurrent API calls; stops of different budgets do not wait for each other."""
 
 
 class ClusterClient:
@@ -24,12 +34,17 @@ class ClusterClient:
             kubernetes.config.load_kube_config()
         self._dynamic = DynamicClient(kubernetes.client.ApiClient())
         self._core = kubernetes.client.CoreV1Api()
+        self._custom = kubernetes.client.CustomObjectsApi()
+        self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="kube")
 
-    def _resource(self, adapter: WorkloadAdapter) -> Any:
-        return self._dynamic.resources.get(api_version=adapter.api_version, kind=adapter.kind)
+    async def _run(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        return self._dynamic.resources.get(api_version=api_version, kind=kind)
 
     def _apply(self, adapter: WorkloadAdapter, workload: WorkloadFacts, op: Operation) -> None:
-        resource = self._resource(adapter)
+        resource = self._resource(adapter.api_version, adapter.kind)
         try:
             if op.verb == "delete":
                 resource.delete(name=workload.name, namespace=workload.namespace)
@@ -44,7 +59,30 @@ class ClusterClient:
             pass  # already gone: nothing left to stop
 
     async def apply(self, adapter: WorkloadAdapter, workload: WorkloadFacts, op: Operation) -> None:
-        await asyncio.to_thread(self._apply, adapter, workload, op)
+        await self._run(lambda: self._apply(adapter, workload, op))
+
+    def _get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found = self._resource(api_version, kind).get(name=name, namespace=namespace)
+        except (NotFoundError, kubernetes.dynamic.exceptions.ResourceNotFoundError):
+            return None
+        result: dict[str, Any] = found.to_dict()
+        return result
+
+    async def get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """One object, or None when it (or its kind) does not exist."""
+        return await self._run(lambda: self._get(api_version, kind, namespace, name))
+
+    def _patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self._custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, "trainingbudgets", name, {"status": status}
+        )
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Write a TrainingBudget's status (merge patch on the status subresource)."""
+        await self._run(lambda: self._patch_status(namespace, name, status))
 
     def _annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         try:
@@ -56,4 +94,15 @@ class ClusterClient:
                 raise
 
     async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
-        await asyncio.to_thread(self._annotate_pod, namespace, name, annotations)
+        await self._run(lambda: self._annotate_pod(namespace, name, annotations))
+
+    def _delete_pod(self, namespace: str, name: str, grace_seconds: int) -> None:
+        try:
+            self._core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace_seconds)
+        except kubernetes.client.ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def delete_pod(self, namespace: str, name: str, grace_seconds: int) -> None:
+        """Delete a pod with at most ``grace_seconds`` to terminate (the policy's bound)."""
+        await self._run(lambda: self._delete_pod(namespace, name, grace_seconds))

@@ -11,7 +11,7 @@ import contextlib
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from gpu_budget.conditions import APPROVED, find
-from gpu_budget.models import Phase, TrainingBudgetSpec, TrainingBudgetStatus
+from gpu_budget.models import Owner, Phase, TrainingBudgetSpec, TrainingBudgetStatus
 
 BUDGET_LABELS = ("namespace", "budget", "team", "cost_center")
 
@@ -51,23 +51,43 @@ METRICS_SOURCE_UP = Gauge(
     "gpubudget_metrics_source_up", "1 while the DCGM metrics source (Prometheus) answers."
 )
 
+INVALID_OBJECTS = Counter(
+    "gpubudget_invalid_objects_total",
+    "Objects (pods, workloads, policies, records) the operator could not fully read; each is "
+    "counted conservatively and named in an Event or condition.",
+    ("kind",),
+)
+PASS_FAILURES = Counter(
+    "gpubudget_pass_failures_total",
+    "Accounting passes of one budget that raised; other budgets are not affected.",
+)
+
 _awaiting: set[tuple[str, str]] = set()
+_series: dict[tuple[str, str], tuple[str, ...]] = {}
+"""The label values each budget's series were last written with."""
+
+PER_BUDGET = (SPENT, CAP, SPENT_RATIO, BURN_RATE, IDLE_SPEND, UTILIZATION, AWAITING_SINCE)
 
 
-def budget_labels(namespace: str, name: str, spec: TrainingBudgetSpec) -> tuple[str, ...]:
-    owner = spec.owner
-    return (
-        namespace,
-        name,
-        (owner.team if owner else None) or "",
-        (owner.cost_center if owner else None) or "",
-    )
+def budget_labels(namespace: str, name: str, owner: Owner) -> tuple[str, ...]:
+    return (namespace, name, owner.team or "", owner.cost_center or "")
 
 
 def observe_budget(
-    namespace: str, name: str, spec: TrainingBudgetSpec, status: TrainingBudgetStatus
+    namespace: str,
+    name: str,
+    spec: TrainingBudgetSpec,
+    owner: Owner,
+    status: TrainingBudgetStatus,
 ) -> None:
-    labels = budget_labels(namespace, name, spec)
+    """Export a budget's figures; a changed owner moves its series, so nothing counts twice."""
+    labels = budget_labels(namespace, name, owner)
+    key = (namespace, name)
+    previous = _series.get(key)
+    if previous is not None and previous != labels:
+        for gauge in PER_BUDGET:
+            _remove(gauge, previous)
+    _series[key] = labels
     SPENT.labels(*labels).set(status.spent)
     CAP.labels(*labels).set(spec.cost_cap)
     SPENT_RATIO.labels(*labels).set(status.spent / spec.cost_cap)
@@ -75,7 +95,6 @@ def observe_budget(
     IDLE_SPEND.labels(*labels).set(status.idle_spend)
     if status.gpu_utilization is not None:
         UTILIZATION.labels(*labels).set(status.gpu_utilization)
-    key = (namespace, name)
     waiting = find(status.conditions, APPROVED)
     if (
         status.phase == Phase.AWAITING_APPROVAL
@@ -90,10 +109,11 @@ def observe_budget(
     APPROVALS_PENDING.set(len(_awaiting))
 
 
-def forget_budget(namespace: str, name: str, spec: TrainingBudgetSpec) -> None:
-    labels = budget_labels(namespace, name, spec)
-    for gauge in (SPENT, CAP, SPENT_RATIO, BURN_RATE, IDLE_SPEND, UTILIZATION, AWAITING_SINCE):
-        _remove(gauge, labels)
+def forget_budget(namespace: str, name: str) -> None:
+    labels = _series.pop((namespace, name), None)
+    if labels is not None:
+        for gauge in PER_BUDGET:
+            _remove(gauge, labels)
     _awaiting.discard((namespace, name))
     APPROVALS_PENDING.set(len(_awaiting))
 

@@ -37,6 +37,7 @@ from gpu_budget.config import OperatorConfig
 from gpu_budget.kube import ClusterClient
 from gpu_budget.workloads import (
     ADAPTERS,
+    CONTROLLERS,
     Operation,
     WorkloadAdapter,
     WorkloadFacts,
@@ -53,6 +54,9 @@ ADMISSION_GROUP = "admissionregistration.k8s.io"
 KUBE_CALLS: dict[str, str] = {
     "apply": "each workload adapter's operations (patch, or delete for bare pods)",
     "annotate_pod": "patch pods (the gpubudget.dev/stop-at checkpoint warning)",
+    "get": "get the controller a new labelled workload or pod names (admission's owner check)",
+    "patch_status": "patch trainingbudgets/status (the accounting pass writes it itself)",
+    "delete_pod": "delete pods whose grace period is above the policy's bound, with that bound",
 }
 """The public methods of :class:`gpu_budget.kube.ClusterClient` and what they call.
 
@@ -143,7 +147,6 @@ def _sample_workloads(adapter: WorkloadAdapter) -> list[WorkloadFacts]:
         "uid": "u",
         "budget": "b",
         "requested_gpus": 8,
-        "pod_labels": {},
         "killed": False,
     }
     return [
@@ -159,7 +162,7 @@ def adapter_verbs(adapter: WorkloadAdapter) -> set[str]:
     for facts in _sample_workloads(adapter):
         operations: list[Operation | None] = [
             adapter.suspend(facts, "CapReached"),
-            adapter.resume(facts),
+            adapter.resume(facts, "budget-uid"),
             adapter.kill(facts, "CapReached"),
         ]
         verbs.update(op.verb for op in operations if op is not None)
@@ -213,6 +216,10 @@ def access(
     for adapter in ADAPTERS:
         grant(adapter.group, adapter.plural, *adapter_verbs(adapter))
     grant("", "pods", "patch")  # annotate_pod
+    grant("", "pods", "delete")  # delete_pod
+    grant(GROUP, "trainingbudgets/status", "patch")  # patch_status
+    for adapter in CONTROLLERS:
+        grant(adapter.group, adapter.plural, "get")  # get: admission's owner check
 
     # kopf itself
     grant("", "events", "create")  # kopf.event() and kopf's own handler events

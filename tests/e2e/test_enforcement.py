@@ -205,6 +205,16 @@ def play_controller(
     created = False
     while not stop.is_set():
         body = custom.get_namespaced_custom_object(group, version, namespace, plural, name)
+        # As a real controller does: the pod names its workload as controller.
+        pod["metadata"]["ownerReferences"] = [
+            {
+                "apiVersion": body["apiVersion"],
+                "kind": body["kind"],
+                "name": name,
+                "uid": body["metadata"]["uid"],
+                "controller": True,
+            }
+        ]
         if suspended(body):
             if created:
                 core.delete_namespaced_pod(f"{name}-0", namespace, grace_period_seconds=0)

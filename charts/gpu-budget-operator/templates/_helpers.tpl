@@ -163,16 +163,17 @@ caBundle: {{ . }}
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch, patch, delete]
-# Workloads are held, released and stopped through their suspend switch.
+# Workloads are held, released and stopped through their suspend switch; the admission
+# webhook gets the owner a new Job or pod names, to check it really is its budgeted owner.
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [jobset.x-k8s.io]
   resources: [jobsets]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [kubeflow.org]
   resources: [pytorchjobs]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 # What the operator decided, on the budget and the workload.
 - apiGroups: [""]
   resources: [events]
