@@ -52,30 +52,35 @@ without a cluster; the kopf handlers only apply them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 import structlog
+from pydantic import BaseModel, ConfigDict
 
 from gpu_budget import (
+    ADMITTED_ANNOTATION,
     APPROVED_AMOUNT_ANNOTATION,
     APPROVED_AT_ANNOTATION,
     APPROVED_BY_ANNOTATION,
+    APPROVED_CAP_ANNOTATION,
     BUDGET_LABEL,
     GROUP,
     VERSION,
 )
 from gpu_budget.config import OperatorConfig
+from gpu_budget.formats import rfc3339
+from gpu_budget.kube import ClusterClient
 from gpu_budget.workloads import (
-    ADAPTERS,
     ADAPTERS_BY_KIND,
+    CONTROLLERS,
     HELD_ANNOTATION,
     KILLED_ANNOTATION,
-    PodAdapter,
     WorkloadAdapter,
 )
+from gpu_budget.workloads.base import controller_of
 from gpu_budget.workloads.pod import SCHEDULING_GATE
 
 log = structlog.get_logger("gpu_budget.admission")
@@ -85,9 +90,7 @@ HELD_AT_ADMISSION = "Admission"
 
 MergePatch = dict[str, Any]
 
-SUSPENDABLE: tuple[WorkloadAdapter, ...] = tuple(
-    adapter for adapter in ADAPTERS if not isinstance(adapter, PodAdapter)
-)
+SUSPENDABLE: tuple[WorkloadAdapter, ...] = CONTROLLERS
 """Workload kinds with a suspend switch (Job, JobSet, PyTorchJob)."""
 
 BUDGETED_CONTROLLERS = frozenset((a.group, a.kind) for a in SUSPENDABLE)
@@ -97,29 +100,64 @@ class Rejection(Exception):
     """The request must be denied; the message tells the user what to change."""
 
 
+class OwnerReference(BaseModel):
+    """A controller reference that names an adapted workload kind, to be checked."""
+
+    model_config = ConfigDict(frozen=True)
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+
+
 def _annotations(body: Mapping[str, Any] | None) -> Mapping[str, str]:
     if body is None:
         return {}
     return (body.get("metadata") or {}).get("annotations") or {}
 
 
-def _controller(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    owners = (body.get("metadata") or {}).get("ownerReferences") or []
-    return next((owner for owner in owners if owner.get("controller")), None)
+def _labels(body: Mapping[str, Any] | None) -> Mapping[str, str]:
+    if body is None:
+        return {}
+    return (body.get("metadata") or {}).get("labels") or {}
 
 
-def owned_by_budgeted_workload(body: Mapping[str, Any]) -> bool:
-    """A Job a JobSet created: the JobSet is the unit that is held, not its Jobs."""
-    owner = _controller(body)
+def budgeted_owner(body: Mapping[str, Any]) -> OwnerReference | None:
+    """The controller reference that would exempt ``body`` from its own hold, if any.
+
+    Only a controller of an adapted kind (a JobSet's Job, a Job's pod) exempts:
+    that controller is held and stopped instead. Whether the reference is true
+    is :func:`owner_vouches`' business.
+    """
+    owner = controller_of(body)
+    if owner is None:
+        return None
+    api_version = str(owner.get("apiVersion", ""))
+    if (api_version.rpartition("/")[0], owner.get("kind")) not in BUDGETED_CONTROLLERS:
+        return None
+    return OwnerReference(
+        api_version=api_version,
+        kind=str(owner.get("kind")),
+        name=str(owner.get("name", "")),
+        uid=str(owner.get("uid", "")),
+    )
+
+
+def owner_vouches(
+    body: Mapping[str, Any], reference: OwnerReference, owner: Mapping[str, Any] | None
+) -> bool:
+    """The named owner exists, is the one named (uid), and spends from the same budget.
+
+    Anyone may write an ownerReference; only a real, budgeted owner makes the
+    object its owner's business rather than a workload to hold.
+    """
     if owner is None:
         return False
-    group = str(owner.get("apiVersion", "")).rpartition("/")[0]
-    return (group, owner.get("kind")) in BUDGETED_CONTROLLERS
-
-
-def is_bare_pod(body: Mapping[str, Any]) -> bool:
-    """A pod no controller owns; a controller's pods are held through the controller."""
-    return _controller(body) is None
+    meta = owner.get("metadata") or {}
+    return meta.get("uid") == reference.uid and (
+        _labels(owner).get(BUDGET_LABEL) == _labels(body).get(BUDGET_LABEL)
+    )
 
 
 def _held(adapter: WorkloadAdapter) -> MergePatch:
@@ -128,50 +166,77 @@ def _held(adapter: WorkloadAdapter) -> MergePatch:
     return patch
 
 
-def hold_on_create(adapter: WorkloadAdapter, body: Mapping[str, Any]) -> MergePatch | None:
-    """Suspend a new labelled workload; None when the user created it suspended."""
-    if adapter.is_suspended(body) or owned_by_budgeted_workload(body):
+def hold_on_create(
+    adapter: WorkloadAdapter, body: Mapping[str, Any], owner_is_budgeted: bool
+) -> MergePatch | None:
+    """Suspend a new labelled workload; None when the user created it suspended.
+
+    ``owner_is_budgeted``: its controller reference was checked by
+    :func:`owner_vouches` (a JobSet's Job is held through its JobSet).
+    """
+    if adapter.is_suspended(body) or owner_is_budgeted:
         return None
     return _held(adapter)
 
 
 def hold_on_unsuspend(
-    adapter: WorkloadAdapter, old: Mapping[str, Any], new: Mapping[str, Any]
+    adapter: WorkloadAdapter,
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    owner_is_budgeted: bool,
 ) -> MergePatch | None:
-    """Turn a user's unsuspend of a workload the operator never held into a hold.
+    """Turn a user's unsuspend of a workload its budget never admitted into a hold.
 
     The operator then releases it when the budget allows, as for a new one.
     Workloads the operator holds or killed are the hold guard policy's
-    business (only the operator may release them), so they pass unchanged.
+    business (only the operator may release them), so they pass unchanged; so
+    do workloads a budget admitted, which their owner may pause and resume.
     """
     if not (adapter.is_suspended(old) and not adapter.is_suspended(new)):
         return None
     old_annotations = _annotations(old)
-    if HELD_ANNOTATION in old_annotations or KILLED_ANNOTATION in old_annotations:
+    if any(
+        key in old_annotations for key in (HELD_ANNOTATION, KILLED_ANNOTATION, ADMITTED_ANNOTATION)
+    ):
         return None
-    if owned_by_budgeted_workload(new):
+    if owner_is_budgeted:
         return None
     return _held(adapter)
 
 
-def gate_bare_pod(body: Mapping[str, Any]) -> MergePatch | None:
-    """Hold a new labelled bare pod with the budget's scheduling gate.
+def gate_pod(body: Mapping[str, Any], owner_is_budgeted: bool) -> MergePatch | None:
+    """Hold a new labelled pod with the budget's scheduling gate.
 
-    Raises :class:`Rejection` for a pod that names its node: such a pod skips
-    the scheduler, so a gate cannot hold it (the API server refuses gates on
-    it), and admitting it would run it unbudgeted.
+    Pods of an adapted workload (``owner_is_budgeted``) are held through it. A
+    labelled pod whose controller reference names an adapted kind that does
+    not vouch for it is refused (a forged reference). Any other labelled pod
+    (bare, or a ReplicaSet's) is gated and released by the operator.
+
+    Raises :class:`Rejection` for a forged owner, and for a pod that names its
+    node: such a pod skips the scheduler, so a gate cannot hold it (the API
+    server refuses gates on it), and admitting it would run it unbudgeted.
     """
-    if not is_bare_pod(body):
+    meta = body.get("metadata") or {}
+    display = f"{meta.get('namespace')}/{meta.get('name') or meta.get('generateName', '')}"
+    budget = _labels(body).get(BUDGET_LABEL)
+    if owner_is_budgeted:
         return None
+    reference = budgeted_owner(body)
+    if reference is not None:
+        raise Rejection(
+            f"Pod {display} is labelled for TrainingBudget {budget!r} and names "
+            f"{reference.kind} {reference.name} (uid {reference.uid}) as its controller, but "
+            f"no such {reference.kind} spends from that budget. Pods are charged to the "
+            f"workload that really owns them: create the {reference.kind} with the "
+            f"{BUDGET_LABEL} label and let its controller create the pods."
+        )
     spec = body.get("spec") or {}
     gates = list(spec.get("schedulingGates") or [])
     if any(gate.get("name") == SCHEDULING_GATE for gate in gates):
         return None
     if spec.get("nodeName"):
-        meta = body.get("metadata") or {}
         raise Rejection(
-            f"Pod {meta.get('namespace')}/{meta.get('name') or meta.get('generateName', '')} "
-            f"is attached to TrainingBudget {(meta.get('labels') or {}).get(BUDGET_LABEL)!r} "
+            f"Pod {display} is attached to TrainingBudget {budget!r} "
             f"but sets spec.nodeName, which skips the scheduler and so the budget's hold. "
             f"Select the node with spec.nodeSelector or affinity instead."
         )
@@ -181,8 +246,8 @@ def gate_bare_pod(body: Mapping[str, Any]) -> MergePatch | None:
     }
 
 
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+RECORD_ANNOTATIONS = (APPROVED_BY_ANNOTATION, APPROVED_AT_ANNOTATION, APPROVED_CAP_ANNOTATION)
+"""The approval's record: who, when, and the cap finance approved."""
 
 
 def approval_record(
@@ -191,7 +256,7 @@ def approval_record(
     username: str,
     now: datetime,
 ) -> tuple[MergePatch | None, list[str]]:
-    """Record who approved and when, from the request that sets the approved amount.
+    """Record who approved, when, and for what cap, from the request that sets the amount.
 
     Returns the patch and warnings for the user. The record follows the
     amount: set when the amount is added or changed, removed with it, and
@@ -203,11 +268,16 @@ def approval_record(
     amount = after.get(APPROVED_AMOUNT_ANNOTATION)
     desired: dict[str, str | None]
     if amount is None:
-        desired = {APPROVED_BY_ANNOTATION: None, APPROVED_AT_ANNOTATION: None}
+        desired = dict.fromkeys(RECORD_ANNOTATIONS)
     elif old is None or amount != before.get(APPROVED_AMOUNT_ANNOTATION):
-        desired = {APPROVED_BY_ANNOTATION: username, APPROVED_AT_ANNOTATION: rfc3339(now)}
+        cap = (new.get("spec") or {}).get("costCap")
+        desired = {
+            APPROVED_BY_ANNOTATION: username,
+            APPROVED_AT_ANNOTATION: rfc3339(now),
+            APPROVED_CAP_ANNOTATION: None if cap is None else str(cap),
+        }
     else:
-        desired = {key: before.get(key) for key in (APPROVED_BY_ANNOTATION, APPROVED_AT_ANNOTATION)}
+        desired = {key: before.get(key) for key in RECORD_ANNOTATIONS}
     changes = {key: value for key, value in desired.items() if after.get(key) != value}
     warnings = [
         f"{key} is recorded by gpu-budget-operator from the request that sets "
@@ -247,35 +317,66 @@ def in_namespaces(config: OperatorConfig) -> Callable[..., bool]:
     return serves
 
 
-def _hold_on_create_handler(adapter: WorkloadAdapter) -> Callable[..., None]:
-    def hold_new_workload(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        merge = hold_on_create(adapter, body)
+class OwnerLookup:
+    """Reads the owner a new object names, from the API server (never from a cache).
+
+    A JobSet creates its Jobs, and a Job its pods, moments after it is created
+    itself: a watch-fed cache may not have it yet, and a wrong "no such owner"
+    would hold or refuse a legitimate child.
+    """
+
+    def __init__(self) -> None:
+        self._client: ClusterClient | None = None
+
+    async def vouches(self, body: Mapping[str, Any]) -> bool:
+        reference = budgeted_owner(body)
+        if reference is None:
+            return False
+        if self._client is None:
+            self._client = ClusterClient()
+        namespace = str((body.get("metadata") or {}).get("namespace", ""))
+        owner = await self._client.get(
+            reference.api_version, reference.kind, namespace, reference.name
+        )
+        return owner_vouches(body, reference, owner)
+
+
+def _hold_on_create_handler(
+    adapter: WorkloadAdapter, owners: OwnerLookup
+) -> Callable[..., Awaitable[None]]:
+    async def hold_new_workload(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        merge = hold_on_create(adapter, body, await owners.vouches(body))
         if merge is not None:
             _apply(patch, merge)
 
     return hold_new_workload
 
 
-def _hold_on_unsuspend_handler(adapter: WorkloadAdapter) -> Callable[..., None]:
-    def hold_unsuspended_workload(
+def _hold_on_unsuspend_handler(
+    adapter: WorkloadAdapter, owners: OwnerLookup
+) -> Callable[..., Awaitable[None]]:
+    async def hold_unsuspended_workload(
         old: kopf.Body | None, new: kopf.Body | None, patch: kopf.Patch, **_: Any
     ) -> None:
         if old is None or new is None:
             return
-        merge = hold_on_unsuspend(adapter, old, new)
+        merge = hold_on_unsuspend(adapter, old, new, await owners.vouches(new))
         if merge is not None:
             _apply(patch, merge)
 
     return hold_unsuspended_workload
 
 
-def gate_new_pod(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    try:
-        merge = gate_bare_pod(body)
-    except Rejection as rejection:
-        raise kopf.AdmissionError(str(rejection), code=422) from None
-    if merge is not None:
-        _apply(patch, merge)
+def _gate_new_pod_handler(owners: OwnerLookup) -> Callable[..., Awaitable[None]]:
+    async def gate_new_pod(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        try:
+            merge = gate_pod(body, await owners.vouches(body))
+        except Rejection as rejection:
+            raise kopf.AdmissionError(str(rejection), code=422) from None
+        if merge is not None:
+            _apply(patch, merge)
+
+    return gate_new_pod
 
 
 def record_approval(
@@ -338,6 +439,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         return
     kopf.on.startup(registry=registry)(_configure_server(config))
     serves = in_namespaces(config)
+    owners = OwnerLookup()
     labelled = {BUDGET_LABEL: kopf.PRESENT}
     for adapter in SUSPENDABLE:
         kopf.on.mutate(
@@ -350,7 +452,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
             when=serves,
             persistent=True,
             registry=registry,
-        )(_hold_on_create_handler(adapter))
+        )(_hold_on_create_handler(adapter, owners))
         kopf.on.mutate(
             adapter.group,
             adapter.version,
@@ -361,7 +463,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
             when=serves,
             ignore_failures=True,
             registry=registry,
-        )(_hold_on_unsuspend_handler(adapter))
+        )(_hold_on_unsuspend_handler(adapter, owners))
     pods = ADAPTERS_BY_KIND["Pod"]
     kopf.on.mutate(
         pods.group,
@@ -373,7 +475,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         when=serves,
         persistent=True,
         registry=registry,
-    )(gate_new_pod)
+    )(_gate_new_pod_handler(owners))
     kopf.on.mutate(
         GROUP,
         VERSION,

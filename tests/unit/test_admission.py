@@ -13,19 +13,24 @@ from kopf._cogs.structs import references
 from kopf._core.engines.admission import build_webhooks
 
 from gpu_budget import (
+    ADMITTED_ANNOTATION,
     APPROVED_AMOUNT_ANNOTATION,
     APPROVED_AT_ANNOTATION,
     APPROVED_BY_ANNOTATION,
+    APPROVED_CAP_ANNOTATION,
     BUDGET_LABEL,
 )
 from gpu_budget.admission import (
     HELD_AT_ADMISSION,
+    OwnerLookup,
     Rejection,
     _apply,
     approval_record,
-    gate_bare_pod,
+    budgeted_owner,
+    gate_pod,
     hold_on_create,
     hold_on_unsuspend,
+    owner_vouches,
     register,
 )
 from gpu_budget.config import OperatorConfig, parse_args
@@ -73,31 +78,47 @@ def owned_by(body: dict[str, Any], api_version: str, kind: str) -> dict[str, Any
 HELD = {"metadata": {"annotations": {HELD_ANNOTATION: HELD_AT_ADMISSION}}}
 
 
+def owner(kind: str, uid: str = "u", budget: str | None = "run") -> dict[str, Any]:
+    """The controller an object names, as the API server returns it."""
+    labels = {} if budget is None else {BUDGET_LABEL: budget}
+    return {"kind": kind, "metadata": {"name": "o", "uid": uid, "labels": labels}}
+
+
+def vouched(body: dict[str, Any], controller: dict[str, Any] | None) -> bool:
+    """What the webhook's owner lookup finds, given the controller the API server returns."""
+    reference = budgeted_owner(body)
+    return reference is not None and owner_vouches(body, reference, controller)
+
+
 # --------------------------------------------------------------- hold at creation
 
 
 def test_new_labelled_job_is_suspended_and_marked_held() -> None:
-    assert hold_on_create(JOB, job()) == {"spec": {"suspend": True}, **HELD}
-    assert hold_on_create(JOB, job(suspend=False)) == {"spec": {"suspend": True}, **HELD}
+    assert hold_on_create(JOB, job(), False) == {"spec": {"suspend": True}, **HELD}
+    assert hold_on_create(JOB, job(suspend=False), False) == {"spec": {"suspend": True}, **HELD}
 
 
 def test_each_kind_is_held_by_its_own_switch() -> None:
     jobset = {"metadata": meta(), "spec": {"replicatedJobs": []}}
-    assert hold_on_create(JOBSET, jobset) == {"spec": {"suspend": True}, **HELD}
-    assert hold_on_create(PYTORCHJOB, pytorchjob()) == {
+    assert hold_on_create(JOBSET, jobset, False) == {"spec": {"suspend": True}, **HELD}
+    assert hold_on_create(PYTORCHJOB, pytorchjob(), False) == {
         "spec": {"runPolicy": {"suspend": True}},
         **HELD,
     }
 
 
 def test_workload_created_suspended_is_the_users_and_left_alone() -> None:
-    assert hold_on_create(JOB, job(suspend=True)) is None
-    assert hold_on_create(PYTORCHJOB, pytorchjob(suspend=True)) is None
+    assert hold_on_create(JOB, job(suspend=True), False) is None
+    assert hold_on_create(PYTORCHJOB, pytorchjob(suspend=True), False) is None
 
 
 def test_jobs_of_a_jobset_are_held_through_the_jobset_but_a_cronjobs_are_held() -> None:
-    assert hold_on_create(JOB, owned_by(job(), "jobset.x-k8s.io/v1alpha2", "JobSet")) is None
-    assert hold_on_create(JOB, owned_by(job(), "batch/v1", "CronJob")) is not None
+    of_jobset = owned_by(job(), "jobset.x-k8s.io/v1alpha2", "JobSet")
+    assert vouched(of_jobset, owner("JobSet"))
+    assert hold_on_create(JOB, of_jobset, vouched(of_jobset, owner("JobSet"))) is None
+    of_cronjob = owned_by(job(), "batch/v1", "CronJob")
+    assert not vouched(of_cronjob, owner("CronJob"))  # not an adapted kind: never exempts
+    assert hold_on_create(JOB, of_cronjob, vouched(of_cronjob, owner("CronJob"))) is not None
 
 
 # ------------------------------------------------------------- hold on unsuspend
@@ -105,8 +126,8 @@ def test_jobs_of_a_jobset_are_held_through_the_jobset_but_a_cronjobs_are_held() 
 
 def test_user_resuming_their_own_suspension_gets_a_hold_instead() -> None:
     old, new = job(suspend=True), job(suspend=False)
-    assert hold_on_unsuspend(JOB, old, new) == {"spec": {"suspend": True}, **HELD}
-    assert hold_on_unsuspend(PYTORCHJOB, pytorchjob(True), pytorchjob(False)) == {
+    assert hold_on_unsuspend(JOB, old, new, False) == {"spec": {"suspend": True}, **HELD}
+    assert hold_on_unsuspend(PYTORCHJOB, pytorchjob(True), pytorchjob(False), False) == {
         "spec": {"runPolicy": {"suspend": True}},
         **HELD,
     }
@@ -124,7 +145,17 @@ def test_user_resuming_their_own_suspension_gets_a_hold_instead() -> None:
 )
 def test_other_updates_pass_unchanged(old: dict[str, Any], new: dict[str, Any]) -> None:
     """Held and killed workloads are the hold guard policy's business, not a mutation's."""
-    assert hold_on_unsuspend(JOB, old, new) is None
+    assert hold_on_unsuspend(JOB, old, new, False) is None
+
+
+def test_only_a_vouching_owner_exempts_an_unsuspend_from_the_hold() -> None:
+    """A JobSet's Job is resumed by its JobSet; a forged owner reference gets the hold."""
+    forged = owned_by(job(suspend=False), "jobset.x-k8s.io/v1alpha2", "JobSet")
+    assert hold_on_unsuspend(JOB, job(suspend=True), forged, False) == {
+        "spec": {"suspend": True},
+        **HELD,
+    }
+    assert hold_on_unsuspend(JOB, job(suspend=True), forged, True) is None
 
 
 # ---------------------------------------------------------------------- bare pods
@@ -135,14 +166,14 @@ def bare_pod(**spec: Any) -> dict[str, Any]:
 
 
 def test_bare_pod_is_gated_and_marked_held() -> None:
-    assert gate_bare_pod(bare_pod()) == {
+    assert gate_pod(bare_pod(), False) == {
         "metadata": {"annotations": {HELD_ANNOTATION: HELD_AT_ADMISSION}},
         "spec": {"schedulingGates": [{"name": SCHEDULING_GATE}]},
     }
 
 
 def test_other_scheduling_gates_are_kept() -> None:
-    patch = gate_bare_pod(bare_pod(schedulingGates=[{"name": "example.com/quota"}]))
+    patch = gate_pod(bare_pod(schedulingGates=[{"name": "example.com/quota"}]), False)
     assert patch is not None
     assert patch["spec"]["schedulingGates"] == [
         {"name": "example.com/quota"},
@@ -151,13 +182,15 @@ def test_other_scheduling_gates_are_kept() -> None:
 
 
 def test_already_gated_or_controlled_pods_pass() -> None:
-    assert gate_bare_pod(bare_pod(schedulingGates=[{"name": SCHEDULING_GATE}])) is None
-    assert gate_bare_pod(owned_by(bare_pod(), "batch/v1", "Job")) is None
+    assert gate_pod(bare_pod(schedulingGates=[{"name": SCHEDULING_GATE}]), False) is None
+    of_job = owned_by(bare_pod(), "batch/v1", "Job")
+    assert vouched(of_job, owner("Job"))
+    assert gate_pod(of_job, vouched(of_job, owner("Job"))) is None
 
 
 def test_pod_pinned_to_a_node_is_rejected_with_a_way_out() -> None:
     with pytest.raises(Rejection, match=r"Pod ml-team/train .* sets spec.nodeName.*nodeSelector"):
-        gate_bare_pod(bare_pod(nodeName="g5-spot-0"))
+        gate_pod(bare_pod(nodeName="g5-spot-0"), False)
 
 
 # ---------------------------------------------------------------- approval record
@@ -168,6 +201,7 @@ def budget(**annotations: str) -> dict[str, Any]:
 
 
 AMOUNT, BY, AT = APPROVED_AMOUNT_ANNOTATION, APPROVED_BY_ANNOTATION, APPROVED_AT_ANNOTATION
+CAP = APPROVED_CAP_ANNOTATION
 RECORDED = {AMOUNT: "50000", BY: "carol", AT: "2026-02-01T00:00:00Z"}
 
 
@@ -219,7 +253,7 @@ def test_unrelated_updates_leave_the_record_alone() -> None:
 def test_merge_patch_becomes_the_json_patch_kopf_sends() -> None:
     body = kopf.Body(cast(kopf.RawBody, job()))
     patch = kopf.Patch(body=body)
-    merge = hold_on_create(JOB, body)
+    merge = hold_on_create(JOB, body, False)
     assert merge is not None
     _apply(patch, merge)
     ops = patch.as_json_patch()
@@ -406,3 +440,164 @@ async def test_startup_configures_the_server_and_managed_mode(tmp_path: Path) ->
         tmp_path / "ca.crt",
     )
     assert settings.admission.managed == "dev.gpubudget.dev"
+
+
+# ----------------------------------------------------------------- owner checks
+
+
+def test_only_a_controller_of_an_adapted_kind_is_a_budgeted_owner() -> None:
+    reference = budgeted_owner(owned_by(job(), "jobset.x-k8s.io/v1alpha2", "JobSet"))
+    assert reference is not None
+    assert (reference.api_version, reference.kind, reference.name, reference.uid) == (
+        "jobset.x-k8s.io/v1alpha2",
+        "JobSet",
+        "o",
+        "u",
+    )
+    assert budgeted_owner(job()) is None
+    assert budgeted_owner(owned_by(job(), "batch/v1", "CronJob")) is None
+    assert budgeted_owner(owned_by(bare_pod(), "apps/v1", "ReplicaSet")) is None
+    not_controller = owned_by(job(), "jobset.x-k8s.io/v1alpha2", "JobSet")
+    not_controller["metadata"]["ownerReferences"][0]["controller"] = False
+    assert budgeted_owner(not_controller) is None
+
+
+def test_a_real_owner_of_the_same_budget_vouches() -> None:
+    body = owned_by(bare_pod(), "batch/v1", "Job")
+    assert vouched(body, owner("Job"))
+
+
+@pytest.mark.parametrize(
+    "controller",
+    [
+        pytest.param(None, id="missing"),
+        pytest.param(owner("Job", uid="another-uid"), id="wrong-uid"),
+        pytest.param(owner("Job", budget="other-budget"), id="other-budget"),
+        pytest.param(owner("Job", budget=None), id="unlabelled"),
+    ],
+)
+def test_an_owner_that_is_not_the_one_named_or_not_budgeted_alike_does_not_vouch(
+    controller: dict[str, Any] | None,
+) -> None:
+    body = owned_by(bare_pod(), "batch/v1", "Job")
+    assert not vouched(body, controller)
+    # A workload whose owner does not vouch is held itself.
+    of_jobset = owned_by(job(), "jobset.x-k8s.io/v1alpha2", "JobSet")
+    assert hold_on_create(JOB, of_jobset, vouched(of_jobset, controller)) == {
+        "spec": {"suspend": True},
+        **HELD,
+    }
+
+
+def test_a_pod_naming_an_owner_that_does_not_vouch_is_refused_naming_it() -> None:
+    forged = owned_by(bare_pod(), "batch/v1", "Job")
+    forged["metadata"]["ownerReferences"][0].update({"name": "ghost", "uid": "ghost-uid"})
+    with pytest.raises(Rejection) as refused:
+        gate_pod(forged, vouched(forged, None))
+    message = str(refused.value)
+    assert "Job ghost (uid ghost-uid)" in message
+    assert "ml-team/train" in message and "'run'" in message
+    assert BUDGET_LABEL in message
+
+
+def test_a_replicaset_pod_is_gated_like_a_bare_pod() -> None:
+    pod = owned_by(bare_pod(), "apps/v1", "ReplicaSet")
+    assert not vouched(pod, owner("ReplicaSet"))
+    assert gate_pod(pod, False) == {
+        "metadata": {"annotations": {HELD_ANNOTATION: HELD_AT_ADMISSION}},
+        "spec": {"schedulingGates": [{"name": SCHEDULING_GATE}]},
+    }
+
+
+def test_a_pod_of_a_vouching_owner_is_not_gated_even_if_pinned_to_a_node() -> None:
+    """Its Job is held (and stopped) instead; the pod is not this webhook's to hold."""
+    pod = owned_by(bare_pod(nodeName="g5-spot-0"), "batch/v1", "Job")
+    assert gate_pod(pod, True) is None
+
+
+def test_unsuspending_a_workload_its_budget_admitted_is_the_owners_right() -> None:
+    old = job(True, **{ADMITTED_ANNOTATION: "budget-uid"})
+    assert hold_on_unsuspend(JOB, old, job(False), False) is None
+
+
+async def test_the_owner_lookup_reads_the_named_owner_from_the_api_server() -> None:
+    calls: list[tuple[str, str, str, str]] = []
+
+    class Client:
+        async def get(
+            self, api_version: str, kind: str, namespace: str, name: str
+        ) -> dict[str, Any] | None:
+            calls.append((api_version, kind, namespace, name))
+            return owner(kind) if name == "o" else None
+
+    lookup = OwnerLookup()
+    lookup._client = cast(Any, Client())
+    assert await lookup.vouches(owned_by(bare_pod(), "batch/v1", "Job"))
+    assert calls == [("batch/v1", "Job", "ml-team", "o")]
+    assert not await lookup.vouches(bare_pod())  # names no owner: nothing to look up
+    assert not await lookup.vouches(owned_by(bare_pod(), "apps/v1", "ReplicaSet"))
+    assert len(calls) == 1
+    missing = owned_by(bare_pod(), "batch/v1", "Job")
+    missing["metadata"]["ownerReferences"][0]["name"] = "gone"
+    assert not await lookup.vouches(missing)
+
+
+# ----------------------------------------------------------- the approved cap
+
+
+def priced_budget(cost_cap: object, **annotations: str) -> dict[str, Any]:
+    body = budget(**annotations)
+    body["spec"] = {"costCap": cost_cap}
+    return body
+
+
+def test_approval_records_the_cap_it_approves() -> None:
+    patch, warnings = approval_record(
+        priced_budget(20000), priced_budget(20000, **{AMOUNT: "20000"}), "bob", NOW
+    )
+    assert patch == {
+        "metadata": {"annotations": {BY: "bob", AT: "2026-03-01T12:30:05Z", CAP: "20000"}}
+    }
+    assert warnings == []
+    patch, _ = approval_record(None, priced_budget(1500.5, **{AMOUNT: "2000"}), "alice", NOW)
+    assert patch is not None and patch["metadata"]["annotations"][CAP] == "1500.5"
+
+
+def test_raising_the_cap_does_not_move_the_recorded_cap() -> None:
+    approved = {**RECORDED, CAP: "50000"}
+    patch, warnings = approval_record(
+        priced_budget(50000, **approved), priced_budget(80000, **approved), "alice", NOW
+    )
+    assert (patch, warnings) == (None, [])
+
+
+def test_a_forged_recorded_cap_is_put_back() -> None:
+    approved = {**RECORDED, CAP: "50000"}
+    patch, warnings = approval_record(
+        priced_budget(50000, **approved),
+        priced_budget(80000, **{**approved, CAP: "80000"}),
+        "mallory",
+        NOW,
+    )
+    assert patch == {"metadata": {"annotations": {CAP: "50000"}}}
+    assert len(warnings) == 1 and warnings[0].startswith(CAP)
+
+
+def test_a_new_amount_records_the_cap_of_that_moment() -> None:
+    approved = {**RECORDED, CAP: "50000"}
+    patch, _ = approval_record(
+        priced_budget(50000, **approved),
+        priced_budget(80000, **{**approved, AMOUNT: "80000"}),
+        "bob",
+        NOW,
+    )
+    assert patch == {
+        "metadata": {"annotations": {BY: "bob", AT: "2026-03-01T12:30:05Z", CAP: "80000"}}
+    }
+
+
+def test_a_withdrawn_approval_takes_the_recorded_cap_along() -> None:
+    approved = {**RECORDED, CAP: "50000"}
+    new = priced_budget(50000, **{BY: "carol", AT: "2026-02-01T00:00:00Z", CAP: "50000"})
+    patch, _ = approval_record(priced_budget(50000, **approved), new, "bob", NOW)
+    assert patch == {"metadata": {"annotations": {BY: None, AT: None, CAP: None}}}
