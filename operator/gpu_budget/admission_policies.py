@@ -1,23 +1,45 @@
 """ValidatingAdmissionPolicies that the API server itself enforces, generated from Python.
 
-Three guards that must hold even while the operator is down, so they live in
-the API server as CEL rather than in the operator's webhooks:
+Guards that must hold even while the operator is down, so they live in the API
+server as CEL rather than in the operator's webhooks. The threat they answer:
+an ML engineer with only namespace rights (workloads, TrainingBudgets) must not
+get GPU time past her budget.
 
 * **Approval guard** (``trainingbudgets``): only members of the finance groups
   of the ``BudgetPolicy`` (``spec.financeGroups``, read as the policy's params,
   so a change takes effect at once) may set, change or remove the finance
-  approval annotations. The approval record (who, when) must be true: when the
-  amount changes, ``approved-by`` must be the requesting user and
-  ``approved-at`` a fresh RFC 3339 time. The operator's mutating webhook
-  writes both; if it is not running, approvals are refused rather than
-  recorded wrongly, while every other edit of a budget still works.
+  approval annotations. The approval record must be true: when the amount
+  changes, ``approved-by`` must be the requesting user, ``approved-at`` a fresh
+  RFC 3339 time and ``approved-cap`` a number (the cap finance saw; the
+  operator never lets the approval cover more). The operator's mutating
+  webhook writes all three; if it is not running, approvals are refused rather
+  than recorded wrongly, while every other edit of a budget still works.
+* **Budget guard** (``trainingbudgets``, params ``BudgetPolicy``): a budget's
+  action at the cap is one the policy allows (``spec.allowedActions``); an
+  Alert-only budget stays within the approval ceiling unless the policy says
+  otherwise (``spec.alertAboveCeiling``); a budget in a namespace the platform
+  team attributed (labels ``gpubudget.dev/team``, ``gpubudget.dev/cost-center``)
+  names no other team or cost centre. Checked when a budget's spec is written.
+* **Finalizer guard** (``trainingbudgets``): only the operator removes its
+  finalizer, which it does once it has held the budget's workloads and
+  recorded their spend.
 * **Hold guard** (each workload kind): a workload the operator holds
   (``gpubudget.dev/held``) or killed (``gpubudget.dev/killed``) may be
   resumed, and those annotations removed or changed, only by the operator;
   a killed workload may be resumed by nobody, the operator included.
-* **Require budget** (each workload kind): in namespaces labelled
-  ``gpubudget.dev/require-budget=true``, a workload that requests
-  ``nvidia.com/gpu`` must carry the ``gpubudget.dev/budget`` label.
+* **Workload guard** (each workload kind, the operator exempt): a workload's
+  budget label cannot be changed or removed; its templates carry no other
+  budget; the operator's records (``gpubudget.dev/admitted``,
+  ``gpubudget.dev/spend-record``) are the operator's to write; and a labelled
+  workload its budget never admitted, suspended by its user, may not be
+  resumed by her (the operator's webhook normally turns that into a hold).
+* **Require budget** (in namespaces labelled
+  ``gpubudget.dev/require-budget=true``): a Job, JobSet, PyTorchJob or Pod
+  (not one of the former's) that requests GPUs (a resource the policy's
+  ``spec.gpuResources`` counts, or a DRA resource claim) must carry the
+  ``gpubudget.dev/budget`` label; a Deployment, StatefulSet, ReplicaSet,
+  DaemonSet or CronJob that requests GPUs is refused, labelled or not: a budget
+  cannot stop its controller.
 
 The operator's identity is a render-time argument (:func:`render`): it is a
 fact of the deployment (who the operator runs as), known where the operator is
@@ -26,15 +48,22 @@ chart, or ``admin`` on the local cluster), and nobody can widen it by editing a
 cluster object. ``python -m gpu_budget.admission_policies --operator-username
 admin`` prints the manifests as YAML.
 
-Parameter-not-found is ``Deny`` for the approval guard (the only guard with
-params): without the ``BudgetPolicy`` the API server cannot know who finance
-is, and failing open would let anyone approve. The price is that while the
-policy object is missing *every* create and update of a TrainingBudget's main
-resource is denied (the API server looks the params up before it evaluates
-anything; the denial names the policy ``gpubudget.dev-approval-guard``). The
-operator's status writes go to the ``status`` subresource, which these policies
-do not match, so metering continues. The Helm chart and ``make demo`` create
-the ``default`` policy.
+Parameter-not-found is ``Deny`` for every guard with params (approval, budget,
+require budget): without the ``BudgetPolicy`` the API server cannot know who
+finance is, what a budget may choose, or which resources are GPUs, and failing
+open would let anyone approve, or run GPUs unbudgeted. The price is that while
+the policy object is missing *every* create and update of a TrainingBudget's
+main resource is denied, and so is every create and update of the kinds the
+require-budget policies match in require-budget namespaces, GPU or not (the API
+server looks the params up before it evaluates anything; the denial names the
+policy). The operator's status writes go to the ``status`` subresource, which
+these policies do not match, so metering continues. The Helm chart and ``make
+demo`` create the ``default`` policy.
+
+Params are read with ``.?field.orValue(default)`` (the defaults of
+:class:`gpu_budget.models.BudgetPolicySpec`): a policy stored before a field
+existed still works. Every expression compiles on Kubernetes 1.37 (optional
+types, the strings and lists extensions).
 """
 
 from __future__ import annotations
@@ -49,13 +78,25 @@ from typing import Any
 import yaml
 
 from gpu_budget import (
+    ADMITTED_ANNOTATION,
     API_VERSION,
     APPROVED_AMOUNT_ANNOTATION,
     APPROVED_AT_ANNOTATION,
     APPROVED_BY_ANNOTATION,
+    APPROVED_CAP_ANNOTATION,
     BUDGET_LABEL,
-    GPU_RESOURCE,
+    FINALIZER,
     GROUP,
+    NAMESPACE_COST_CENTER_LABEL,
+    NAMESPACE_TEAM_LABEL,
+    SPEND_RECORD_ANNOTATION,
+)
+from gpu_budget.models import (
+    DEFAULT_GPU_RESOURCES,
+    BudgetPolicySpec,
+    EnforcementAction,
+    GpuResource,
+    GpuShare,
 )
 from gpu_budget.workloads import ADAPTERS_BY_KIND, HELD_ANNOTATION, KILLED_ANNOTATION
 from gpu_budget.workloads.base import WorkloadAdapter
@@ -66,8 +107,16 @@ NAME_PREFIX = f"{GROUP}-"
 REQUIRE_BUDGET_LABEL = f"{GROUP}/require-budget"
 """Namespaces labelled ``gpubudget.dev/require-budget=true`` reject unbudgeted GPU workloads."""
 
-APPROVAL_ANNOTATIONS = (APPROVED_AMOUNT_ANNOTATION, APPROVED_BY_ANNOTATION, APPROVED_AT_ANNOTATION)
+APPROVAL_ANNOTATIONS = (
+    APPROVED_AMOUNT_ANNOTATION,
+    APPROVED_BY_ANNOTATION,
+    APPROVED_AT_ANNOTATION,
+    APPROVED_CAP_ANNOTATION,
+)
 """The finance approval and its record: only finance may touch any of them."""
+
+OPERATOR_RECORDS = (ADMITTED_ANNOTATION, SPEND_RECORD_ANNOTATION)
+"""Annotations on workloads that only the operator writes."""
 
 LABELS = {
     "app.kubernetes.io/name": "gpu-budget-operator",
@@ -79,10 +128,21 @@ LABELS = {
 RFC3339_PATTERN = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
 )
+NUMBER_PATTERN = r"^[0-9]{1,40}(\.[0-9]{0,40})?([eE][+-]?[0-9]{1,2})?$"
+"""A plain non-negative decimal number, short enough that ``double()`` never overflows."""
+
+_POLICY_DEFAULTS = BudgetPolicySpec()
+DEFAULT_ALLOWED_ACTIONS: tuple[str, ...] = tuple(
+    EnforcementAction(a).value for a in _POLICY_DEFAULTS.allowed_actions
+)
+DEFAULT_APPROVAL_CEILING = float(_POLICY_DEFAULTS.approval_ceiling)
+DEFAULT_ALERT_ABOVE_CEILING = _POLICY_DEFAULTS.alert_above_ceiling
 
 # CEL fragments shared by the policies. ``oldObject`` is null on CREATE.
 NEW_ANNOTATIONS = "object.metadata.?annotations.orValue({})"
 OLD_ANNOTATIONS = "oldObject == null ? {} : oldObject.metadata.?annotations.orValue({})"
+NEW_LABELS = "object.metadata.?labels.orValue({})"
+OLD_LABELS = "oldObject == null ? {} : oldObject.metadata.?labels.orValue({})"
 DISPLAY_NAME = (
     "request.namespace + '/' + (object.metadata.?name.orValue('') != '' ? "
     "object.metadata.name : object.metadata.?generateName.orValue('') + '*')"
@@ -96,6 +156,11 @@ def cel_string(value: str) -> str:
 
 def cel_list(values: Sequence[str]) -> str:
     return "[" + ", ".join(cel_string(v) for v in values) + "]"
+
+
+def cel_double(value: float) -> str:
+    """A CEL double literal (``10000.0``, never the int ``10000``)."""
+    return repr(float(value))
 
 
 @dataclass(frozen=True)
@@ -114,6 +179,11 @@ USERNAME = Cel("request.userInfo.username")
 NAMESPACE = Cel("request.namespace")
 
 
+def is_operator(operator_usernames: Sequence[str]) -> str:
+    """CEL: the request is the operator's."""
+    return f"request.userInfo.username in {cel_list(operator_usernames)}"
+
+
 @dataclass(frozen=True)
 class WorkloadKind:
     """What the policies need to know of one workload kind, as CEL over an object."""
@@ -125,11 +195,19 @@ class WorkloadKind:
     """CEL over ``{o}``: the object is suspended (or gated) right now."""
     pod_specs_cel: str
     """CEL over ``object``: the list of its pod specs (templates)."""
-    bare_pods_only: bool = False
-    """Pods: only those without a controller; a controller's pods are its business."""
+    templates_cel: str | None = None
+    """CEL over ``{o}``: the templates whose metadata its pods (or child workloads) get:
+    their ``metadata.labels`` must not name another budget. None for Pod."""
+    checked_at_its_workload: bool = False
+    """Pods: those a Job, JobSet or PyTorchJob controls are checked at that workload."""
 
     def held(self, obj: str) -> str:
         return self.held_cel.format(o=obj)
+
+    def templates(self, obj: str) -> str:
+        if self.templates_cel is None:
+            raise ValueError(f"{self.adapter.kind} has no templates")
+        return self.templates_cel.replace("{o}", obj)
 
 
 WORKLOAD_KINDS: tuple[WorkloadKind, ...] = (
@@ -138,6 +216,7 @@ WORKLOAD_KINDS: tuple[WorkloadKind, ...] = (
         switch="spec.suspend",
         held_cel="{o}.spec.?suspend.orValue(false) == true",
         pod_specs_cel="[object.spec.template.?spec.orValue({})]",
+        templates_cel="[{o}.spec.?template.orValue({})]",
     ),
     WorkloadKind(
         adapter=ADAPTERS_BY_KIND["JobSet"],
@@ -147,6 +226,11 @@ WORKLOAD_KINDS: tuple[WorkloadKind, ...] = (
             "object.spec.?replicatedJobs.orValue([])"
             ".map(r, r.?template.?spec.?template.?spec.orValue({}))"
         ),
+        # The Job templates (their labels become the child Jobs') and the pod templates.
+        templates_cel=(
+            "({o}.spec.?replicatedJobs.orValue([]).map(r, r.?template.orValue({})) + "
+            "{o}.spec.?replicatedJobs.orValue([]).map(r, r.?template.?spec.?template.orValue({})))"
+        ),
     ),
     WorkloadKind(
         adapter=ADAPTERS_BY_KIND["PyTorchJob"],
@@ -155,6 +239,10 @@ WORKLOAD_KINDS: tuple[WorkloadKind, ...] = (
         pod_specs_cel=(
             "object.spec.?pytorchReplicaSpecs.orValue({}).map(k, "
             "object.spec.pytorchReplicaSpecs[k].?template.?spec.orValue({}))"
+        ),
+        templates_cel=(
+            "{o}.spec.?pytorchReplicaSpecs.orValue({}).map(k, "
+            "{o}.spec.pytorchReplicaSpecs[k].?template.orValue({}))"
         ),
     ),
     WorkloadKind(
@@ -166,9 +254,39 @@ WORKLOAD_KINDS: tuple[WorkloadKind, ...] = (
             + ")"
         ),
         pod_specs_cel="[object.spec]",
-        bare_pods_only=True,
+        checked_at_its_workload=True,
     ),
 )
+
+BUDGETED_CONTROLLERS: tuple[WorkloadAdapter, ...] = tuple(
+    kind.adapter for kind in WORKLOAD_KINDS if kind.templates_cel is not None
+)
+"""The kinds a budget suspends as a whole (Job, JobSet, PyTorchJob): their children
+(a JobSet's Jobs, a Job's pods) are checked at them."""
+
+STOPPABLE = (
+    ", ".join(kind.adapter.kind for kind in WORKLOAD_KINDS[:-1])
+    + f" and {WORKLOAD_KINDS[-1].adapter.kind}"
+)
+"""For messages: the kinds a budget can hold and stop."""
+
+
+def controlled_by_workload(obj: str) -> str:
+    """CEL: ``obj`` names a Job, JobSet or PyTorchJob as its controller.
+
+    Anyone may write an owner reference; the operator's webhook checks that the
+    owner exists and vouches for the object, which CEL cannot. These policies
+    exempt such objects only from checks their controller's own checks cover.
+    """
+    kinds = " || ".join(
+        f"(r.?apiVersion.orValue('').startsWith({cel_string(a.group + '/')}) && "
+        f"r.?kind.orValue('') == {cel_string(a.kind)})"
+        for a in BUDGETED_CONTROLLERS
+    )
+    return (
+        f"{obj}.metadata.?ownerReferences.orValue([])"
+        f".exists(r, r.?controller.orValue(false) == true && ({kinds}))"
+    )
 
 
 def service_account_username(namespace: str, name: str) -> str:
@@ -176,13 +294,23 @@ def service_account_username(namespace: str, name: str) -> str:
     return f"system:serviceaccount:{namespace}:{name}"
 
 
-def _resource_rule(adapter: WorkloadAdapter, operations: Sequence[str]) -> dict[str, Any]:
+def _rule(group: str, version: str, plural: str, operations: Sequence[str]) -> dict[str, Any]:
     return {
-        "apiGroups": [adapter.group],
-        "apiVersions": [adapter.version],
+        "apiGroups": [group],
+        "apiVersions": [version],
         "operations": list(operations),
-        "resources": [adapter.plural],
+        "resources": [plural],
     }
+
+
+def _resource_rule(adapter: WorkloadAdapter, operations: Sequence[str]) -> dict[str, Any]:
+    return _rule(adapter.group, adapter.version, adapter.plural, operations)
+
+
+def _budget_rule(operations: Sequence[str]) -> dict[str, Any]:
+    """TrainingBudgets' main resource only: the operator writes status through the
+    status subresource, which these policies never judge."""
+    return _rule(GROUP, "*", "trainingbudgets", operations)
 
 
 def _policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -224,6 +352,16 @@ def _validation(
     }
 
 
+def _policy_params(policy_name: str) -> dict[str, Any]:
+    """The BudgetPolicy as params: missing, the request is denied (see the module doc)."""
+    return {"name": policy_name, "parameterNotFoundAction": "Deny"}
+
+
+PARAM_KIND = {"apiVersion": API_VERSION, "kind": "BudgetPolicy"}
+
+REQUIRE_BUDGET_NAMESPACES = {"namespaceSelector": {"matchLabels": {REQUIRE_BUDGET_LABEL: "true"}}}
+
+
 # ------------------------------------------------------------------ approval guard
 
 APPROVAL_GUARD = f"{NAME_PREFIX}approval-guard"
@@ -231,7 +369,7 @@ APPROVAL_GUARD = f"{NAME_PREFIX}approval-guard"
 
 def approval_guard(policy_name: str = "default") -> list[dict[str, Any]]:
     """Only finance may touch the approval; the record must name the approver, freshly."""
-    amount, by, at = (cel_string(k) for k in APPROVAL_ANNOTATIONS)
+    amount, by, at, cap = (cel_string(k) for k in APPROVAL_ANNOTATIONS)
     changed = (
         "(k in variables.oldAnnotations) != (k in variables.newAnnotations) || "
         "(k in variables.newAnnotations && variables.oldAnnotations[k] != "
@@ -252,15 +390,23 @@ def approval_guard(policy_name: str = "default") -> list[dict[str, Any]]:
         },
         {"name": "amountChanged", "expression": f"{amount} in variables.changed"},
         {"name": "hasAmount", "expression": f"{amount} in variables.newAnnotations"},
+        {
+            # The regex first: a non-number is a denial, never a CEL error.
+            "name": "capIsNumber",
+            "expression": f"variables.newAnnotations[?{cap}].orValue('')"
+            f".matches({cel_string(NUMBER_PATTERN)}) && "
+            f"double(variables.newAnnotations[{cap}]) >= 0.0",
+        },
         {"name": "budget", "expression": DISPLAY_NAME},
         {"name": "name", "expression": "object.metadata.?name.orValue('<name>')"},
     ]
     budget, name = Cel("variables.budget"), Cel("variables.name")
+    record = f"{APPROVED_BY_ANNOTATION}, {APPROVED_AT_ANNOTATION}, {APPROVED_CAP_ANNOTATION}"
     finance_only = _validation(
         "size(variables.changed) == 0 || variables.isFinance",
         f"only members of the finance groups of BudgetPolicy {policy_name} "
         f"(spec.financeGroups) may set, change or remove {APPROVED_AMOUNT_ANNOTATION} "
-        f"(or its record {APPROVED_BY_ANNOTATION}, {APPROVED_AT_ANNOTATION})",
+        f"(or its record {record})",
         concat(
             "user ",
             USERNAME,
@@ -283,57 +429,220 @@ def approval_guard(policy_name: str = "default") -> list[dict[str, Any]]:
         f"variables.newAnnotations[?{by}].orValue('') == request.userInfo.username && "
         f"variables.newAnnotations[?{at}].orValue('').matches({cel_string(RFC3339_PATTERN)}) && "
         f"(!variables.amountChanged || !({at} in variables.oldAnnotations) || "
-        f"variables.oldAnnotations[{at}] != variables.newAnnotations[{at}]))",
-        f"an approval must be recorded: {APPROVED_BY_ANNOTATION} must be the approving user and "
-        f"{APPROVED_AT_ANNOTATION} the time of the approval. gpu-budget-operator's admission "
-        "webhook records both; is the operator running with its webhooks?",
+        f"variables.oldAnnotations[{at}] != variables.newAnnotations[{at}]) && "
+        f"(!(variables.amountChanged || {cap} in variables.changed) || variables.capIsNumber))",
+        f"an approval must be recorded: {APPROVED_BY_ANNOTATION} must be the approving user, "
+        f"{APPROVED_AT_ANNOTATION} the time of the approval and {APPROVED_CAP_ANNOTATION} the "
+        "budget's spec.costCap at the approval, as a number. gpu-budget-operator's admission "
+        "webhook records all three; is the operator running with its webhooks?",
         concat(
             "the approval of TrainingBudget ",
             budget,
             f" must be recorded: {APPROVED_BY_ANNOTATION} must be ",
             USERNAME,
-            f" and {APPROVED_AT_ANNOTATION} the RFC 3339 time of this approval. "
-            "gpu-budget-operator's admission webhook records both; is the operator running "
-            "with its webhooks?",
+            f", {APPROVED_AT_ANNOTATION} the RFC 3339 time of this approval and "
+            f"{APPROVED_CAP_ANNOTATION} the budget's spec.costCap as a number (the approval "
+            "never covers more than that cap). gpu-budget-operator's admission webhook records "
+            "all three; is the operator running with its webhooks?",
         ),
     )
     record_goes_with_amount = _validation(
         "size(variables.changed) == 0 || !variables.isFinance || variables.hasAmount || "
-        f"!({by} in variables.newAnnotations || {at} in variables.newAnnotations)",
-        f"{APPROVED_BY_ANNOTATION} and {APPROVED_AT_ANNOTATION} record an approval: remove them "
-        f"with {APPROVED_AMOUNT_ANNOTATION}",
+        f"!{cel_list(APPROVAL_ANNOTATIONS[1:])}.exists(k, k in variables.newAnnotations)",
+        f"{record} record an approval: remove them with {APPROVED_AMOUNT_ANNOTATION}",
         concat(
             "TrainingBudget ",
             budget,
             f" has no {APPROVED_AMOUNT_ANNOTATION}, so it may not keep an approval record: "
-            f"remove {APPROVED_BY_ANNOTATION} and {APPROVED_AT_ANNOTATION} with it",
+            f"remove {record} with it",
         ),
     )
     policy = _policy(
         APPROVAL_GUARD,
         {
-            "paramKind": {"apiVersion": API_VERSION, "kind": "BudgetPolicy"},
-            "matchConstraints": {
-                "resourceRules": [
-                    {
-                        "apiGroups": [GROUP],
-                        "apiVersions": ["*"],
-                        "operations": ["CREATE", "UPDATE"],
-                        # The main resource only: the operator writes status through
-                        # the status subresource, which cannot change annotations.
-                        "resources": ["trainingbudgets"],
-                    }
-                ]
-            },
+            "paramKind": dict(PARAM_KIND),
+            "matchConstraints": {"resourceRules": [_budget_rule(["CREATE", "UPDATE"])]},
             "variables": variables,
             "validations": [finance_only, record_is_true, record_goes_with_amount],
         },
     )
-    binding = _binding(
-        APPROVAL_GUARD,
-        param_ref={"name": policy_name, "parameterNotFoundAction": "Deny"},
+    return [policy, _binding(APPROVAL_GUARD, param_ref=_policy_params(policy_name))]
+
+
+# -------------------------------------------------------------------- budget guard
+
+BUDGET_GUARD = f"{NAME_PREFIX}budget-guard"
+
+
+def budget_guard(policy_name: str = "default") -> list[dict[str, Any]]:
+    """A budget chooses what the BudgetPolicy allows, and is attributed as its namespace is.
+
+    Judged when a budget is created or its spec is written, not on metadata-only
+    updates: the operator's finalizer and kopf's annotations must still get through
+    for a budget written before the policy changed.
+    """
+    team_label, cost_center_label = (
+        cel_string(k) for k in (NAMESPACE_TEAM_LABEL, NAMESPACE_COST_CENTER_LABEL)
     )
-    return [policy, binding]
+    variables = [
+        {"name": "budget", "expression": DISPLAY_NAME},
+        {
+            "name": "action",
+            "expression": "object.spec.?enforcement.?action.orValue("
+            f"{cel_string(EnforcementAction.SUSPEND.value)})",
+        },
+        {
+            "name": "allowedActions",
+            "expression": "params.?spec.?allowedActions.orValue("
+            f"{cel_list(DEFAULT_ALLOWED_ACTIONS)})",
+        },
+        {
+            "name": "alertAboveCeiling",
+            "expression": "params.?spec.?alertAboveCeiling.orValue("
+            f"{str(DEFAULT_ALERT_ABOVE_CEILING).lower()}) == true",
+        },
+        {
+            "name": "ceiling",
+            "expression": "double(params.?spec.?approvalCeiling.orValue("
+            f"{cel_double(DEFAULT_APPROVAL_CEILING)}))",
+        },
+        # A JSON integer may arrive as an int: compare doubles.
+        {"name": "costCap", "expression": "double(object.spec.?costCap.orValue(0.0))"},
+        {
+            "name": "namespaceTeam",
+            "expression": f"namespaceObject.metadata.?labels[?{team_label}].orValue('')",
+        },
+        {
+            "name": "namespaceCostCenter",
+            "expression": f"namespaceObject.metadata.?labels[?{cost_center_label}].orValue('')",
+        },
+    ]
+    budget = Cel("variables.budget")
+    allowed = _validation(
+        "variables.action in variables.allowedActions",
+        f"BudgetPolicy {policy_name} does not allow this action at the cap "
+        "(spec.enforcement.action): choose one of its spec.allowedActions, or ask the platform "
+        "team to allow it",
+        concat(
+            "TrainingBudget ",
+            budget,
+            " chooses spec.enforcement.action ",
+            Cel("variables.action"),
+            f", which BudgetPolicy {policy_name} does not allow: choose one of [",
+            Cel("variables.allowedActions.join(', ')"),
+            "], or ask the platform team to allow it (BudgetPolicy spec.allowedActions).",
+        ),
+    )
+    alert = cel_string(EnforcementAction.ALERT.value)
+    alert_within_ceiling = _validation(
+        f"variables.alertAboveCeiling || variables.action != {alert} || "
+        "variables.costCap <= variables.ceiling",
+        f"an Alert-only budget does not stop its workloads at the cap, so BudgetPolicy "
+        f"{policy_name} allows Alert only for a spec.costCap within its approval ceiling "
+        "(spec.approvalCeiling): choose Suspend or Kill, lower the cap, or ask the platform "
+        "team to allow it (spec.alertAboveCeiling)",
+        concat(
+            "TrainingBudget ",
+            budget,
+            " chooses spec.enforcement.action Alert with a spec.costCap of $",
+            Cel("string(variables.costCap)"),
+            ", above the approval ceiling of $",
+            Cel("string(variables.ceiling)"),
+            f" (BudgetPolicy {policy_name}): an Alert-only budget does not stop its workloads "
+            "at the cap, so above the ceiling it must Suspend or Kill. Choose Suspend or Kill, "
+            "lower spec.costCap to the ceiling, or ask the platform team to allow it "
+            "(BudgetPolicy spec.alertAboveCeiling).",
+        ),
+    )
+
+    def attributed(what: str, field: str, label: str, variable: str) -> dict[str, Any]:
+        value = f"object.spec.?owner.?{field}"
+        return _validation(
+            f"variables.{variable} == '' || "
+            f"{value}.orValue(variables.{variable}) == variables.{variable}",
+            f"budgets in this namespace are attributed to a {what} by the platform team (the "
+            f"namespace's label {label}): leave spec.owner.{field} out or set it to that {what}",
+            concat(
+                "budgets in namespace ",
+                NAMESPACE,
+                f" are attributed to {what} ",
+                Cel(f"variables.{variable}"),
+                f" by the platform team (the namespace's label {label}), but TrainingBudget ",
+                budget,
+                f" sets spec.owner.{field}: ",
+                Cel(f"string({value}.orValue(''))"),
+                f". Leave spec.owner.{field} out or set it to ",
+                Cel(f"variables.{variable}"),
+                ".",
+            ),
+        )
+
+    policy = _policy(
+        BUDGET_GUARD,
+        {
+            "paramKind": dict(PARAM_KIND),
+            "matchConstraints": {"resourceRules": [_budget_rule(["CREATE", "UPDATE"])]},
+            "matchConditions": [
+                {
+                    "name": "spec-written",
+                    "expression": "request.operation == 'CREATE' || "
+                    "object.?spec.orValue({}) != oldObject.?spec.orValue({})",
+                }
+            ],
+            "variables": variables,
+            "validations": [
+                allowed,
+                alert_within_ceiling,
+                attributed("team", "team", NAMESPACE_TEAM_LABEL, "namespaceTeam"),
+                attributed(
+                    "cost centre", "costCenter", NAMESPACE_COST_CENTER_LABEL, "namespaceCostCenter"
+                ),
+            ],
+        },
+    )
+    return [policy, _binding(BUDGET_GUARD, param_ref=_policy_params(policy_name))]
+
+
+# ----------------------------------------------------------------- finalizer guard
+
+FINALIZER_GUARD = f"{NAME_PREFIX}finalizer-guard"
+
+
+def finalizer_guard(operator_usernames: Sequence[str]) -> list[dict[str, Any]]:
+    """Only the operator takes its finalizer off a budget."""
+    finalizer = cel_string(FINALIZER)
+    operators = ", ".join(operator_usernames)
+    validation = _validation(
+        is_operator(operator_usernames),
+        f"only the operator ({operators}) may remove the finalizer {FINALIZER}: it does "
+        "so once it has held the budget's workloads and recorded their spend. Deleting the "
+        "budget is enough; if it stays Terminating, the operator is not running",
+        concat(
+            "user ",
+            USERNAME,
+            f" may not remove the finalizer {FINALIZER} from TrainingBudget ",
+            Cel(DISPLAY_NAME),
+            f": only the operator ({operators}) may, once it has held the budget's "
+            "workloads and recorded their spend (so a budget recreated under the same name "
+            "inherits it). Deleting the budget is enough; if it stays Terminating, the operator "
+            "is not running.",
+        ),
+    )
+    policy = _policy(
+        FINALIZER_GUARD,
+        {
+            "matchConstraints": {"resourceRules": [_budget_rule(["UPDATE"])]},
+            "matchConditions": [
+                {
+                    "name": "finalizer-removed",
+                    "expression": f"{finalizer} in oldObject.metadata.?finalizers.orValue([]) && "
+                    f"!({finalizer} in object.metadata.?finalizers.orValue([]))",
+                }
+            ],
+            "validations": [validation],
+        },
+    )
+    return [policy, _binding(FINALIZER_GUARD)]
 
 
 # ---------------------------------------------------------------------- hold guard
@@ -351,10 +660,7 @@ def hold_guard(kind: WorkloadKind, operator_usernames: Sequence[str]) -> list[di
     variables = [
         {"name": "newAnnotations", "expression": NEW_ANNOTATIONS},
         {"name": "oldAnnotations", "expression": "oldObject.metadata.?annotations.orValue({})"},
-        {
-            "name": "isOperator",
-            "expression": f"request.userInfo.username in {cel_list(operator_usernames)}",
-        },
+        {"name": "isOperator", "expression": is_operator(operator_usernames)},
         {
             "name": "resumed",
             "expression": f"({kind.held('oldObject')}) && !({kind.held('object')})",
@@ -439,6 +745,170 @@ def hold_guard(kind: WorkloadKind, operator_usernames: Sequence[str]) -> list[di
     return [policy, _binding(hold_guard_name(kind))]
 
 
+# ------------------------------------------------------------------ workload guard
+
+
+def workload_guard_name(kind: WorkloadKind) -> str:
+    return f"{NAME_PREFIX}workload-guard-{kind.adapter.plural}"
+
+
+def _templates_agree(templates: str, labels: str) -> str:
+    """CEL: every template that carries the budget label carries the workload's value."""
+    label = cel_string(BUDGET_LABEL)
+    return (
+        f"({templates}).all(t, !({label} in t.?metadata.?labels.orValue({{}})) || "
+        f"({label} in {labels} && t.metadata.labels[{label}] == {labels}[{label}]))"
+    )
+
+
+def workload_guard(kind: WorkloadKind, operator_usernames: Sequence[str]) -> list[dict[str, Any]]:
+    """What a workload's user may not do to its budget, the operator exempt.
+
+    Every rule judges a change, never a state the object was already in, so
+    controllers' and the garbage collector's updates of old objects go through.
+    """
+    what = kind.adapter.kind
+    operators = ", ".join(operator_usernames)
+    label = cel_string(BUDGET_LABEL)
+    admitted = cel_string(ADMITTED_ANNOTATION)
+    records = cel_list(OPERATOR_RECORDS)
+    record_changed = (
+        "(k in variables.oldAnnotations) != (k in variables.newAnnotations) || "
+        "(k in variables.newAnnotations && variables.oldAnnotations[k] != "
+        "variables.newAnnotations[k])"
+    )
+    variables = [
+        {"name": "newLabels", "expression": NEW_LABELS},
+        {"name": "oldLabels", "expression": OLD_LABELS},
+        {"name": "newAnnotations", "expression": NEW_ANNOTATIONS},
+        {"name": "oldAnnotations", "expression": OLD_ANNOTATIONS},
+        {"name": "budget", "expression": f"variables.newLabels[?{label}].orValue('')"},
+        {"name": "oldBudget", "expression": f"variables.oldLabels[?{label}].orValue('')"},
+        {"name": "workload", "expression": DISPLAY_NAME},
+        {"name": "controlledByWorkload", "expression": controlled_by_workload("object")},
+        {"name": "changedRecords", "expression": f"{records}.filter(k, {record_changed})"},
+    ]
+    if kind.templates_cel is not None:
+        variables.append({"name": "templates", "expression": kind.templates("object")})
+    workload, old_budget = Cel("variables.workload"), Cel("variables.oldBudget")
+
+    bound = _validation(
+        f"request.operation != 'UPDATE' || !({label} in variables.oldLabels) || "
+        f"({label} in variables.newLabels && "
+        f"variables.newLabels[{label}] == variables.oldLabels[{label}])",
+        f"a workload is bound to its TrainingBudget for good: the label {BUDGET_LABEL} may not "
+        f"be changed or removed. To spend from another budget, create a new {what} with "
+        f"{BUDGET_LABEL}: <other budget>",
+        concat(
+            f"{what} ",
+            workload,
+            " is bound to TrainingBudget ",
+            old_budget,
+            f" for good: its label {BUDGET_LABEL} may not be changed or removed. To spend from "
+            f"another budget, create a new {what} with the label {BUDGET_LABEL}: <other budget>.",
+        ),
+    )
+    records_stay = _validation(
+        "size(variables.changedRecords) == 0",
+        f"only the operator ({operators}) may set, change or remove "
+        f"{ADMITTED_ANNOTATION} (the budget that admitted the workload) and "
+        f"{SPEND_RECORD_ANNOTATION} (its spend when it was stopped): leave them as they are, "
+        "and leave them out of a new workload",
+        concat(
+            "user ",
+            USERNAME,
+            " may not set, change or remove ",
+            Cel("variables.changedRecords.join(', ')"),
+            f" on {what} ",
+            workload,
+            f": only the operator ({operators}) writes them. ",
+            Cel(
+                "request.operation == 'CREATE' ? 'Leave them out of a new workload (a manifest "
+                "copied from an existing one carries them).' : 'Leave them as they are.'"
+            ),
+        ),
+    )
+    old_held = f"({kind.held('oldObject')})"
+    new_held = f"({kind.held('object')})"
+    hold_annotations = cel_list([HELD_ANNOTATION, KILLED_ANNOTATION])
+    not_resumed_unadmitted = _validation(
+        # Workloads carrying the operator's hold or kill are the hold guard's business.
+        f"request.operation != 'UPDATE' || variables.controlledByWorkload || "
+        "(variables.budget == '' && variables.oldBudget == '') || "
+        f"!{old_held} || {new_held} || {admitted} in variables.oldAnnotations || "
+        f"{hold_annotations}.exists(k, k in variables.oldAnnotations)",
+        f"only the operator ({operators}) may release {kind.switch} of a {what} its "
+        "TrainingBudget has not admitted, which it does when the budget allows. The "
+        "operator's admission webhook normally turns this release into a hold for the operator "
+        "to release; it did not answer: is the operator running with its webhooks? Retry "
+        "once it is",
+        concat(
+            f"{what} ",
+            workload,
+            " is suspended and TrainingBudget ",
+            Cel("variables.budget != '' ? variables.budget : variables.oldBudget"),
+            f" has not admitted it ({ADMITTED_ANNOTATION}): only the operator "
+            f"({operators}) may release {kind.switch}, which it does when the budget allows. "
+            "The operator's admission webhook normally turns this release into a hold for the "
+            "operator to release; it did not answer, so is the operator running with its "
+            "webhooks? Retry once it is; `kubectl describe trainingbudget ",
+            Cel("variables.budget != '' ? variables.budget : variables.oldBudget"),
+            " -n ",
+            NAMESPACE,
+            "` shows the budget.",
+        ),
+    )
+    validations = [bound]
+    if kind.templates_cel is not None:
+        offending = (
+            f"variables.templates.filter(t, {label} in t.?metadata.?labels.orValue({{}}) && "
+            f"!({label} in variables.newLabels && "
+            f"t.metadata.labels[{label}] == variables.newLabels[{label}]))"
+            f".map(t, string(t.metadata.labels[{label}])).distinct().join(', ')"
+        )
+        validations.append(
+            _validation(
+                f"variables.controlledByWorkload || "
+                f"{_templates_agree('variables.templates', 'variables.newLabels')} || "
+                # An object that disagreed before this policy is not made to agree by an
+                # unrelated update (the garbage collector's, say).
+                "(request.operation == 'UPDATE' && !("
+                f"{_templates_agree(kind.templates('oldObject'), 'variables.oldLabels')}))",
+                f"pods are charged to the TrainingBudget of their {what}, so its templates may "
+                f"not name another budget: put the label {BUDGET_LABEL} on the {what}'s "
+                "metadata.labels only, and leave it out of its templates",
+                concat(
+                    f"the templates of {what} ",
+                    workload,
+                    f" carry the label {BUDGET_LABEL}: ",
+                    Cel(offending),
+                    f", but the {what} ",
+                    Cel(
+                        f"variables.budget != '' ? 'spends from TrainingBudget ' + "
+                        f"variables.budget : 'has no {BUDGET_LABEL} label'"
+                    ),
+                    f". Pods are charged to the budget of their {what}: put the label on the "
+                    f"{what}'s metadata.labels only, and leave it out of its templates.",
+                ),
+            )
+        )
+    validations += [records_stay, not_resumed_unadmitted]
+    policy = _policy(
+        workload_guard_name(kind),
+        {
+            "matchConstraints": {
+                "resourceRules": [_resource_rule(kind.adapter, ["CREATE", "UPDATE"])],
+            },
+            "matchConditions": [
+                {"name": "not-the-operator", "expression": f"!({is_operator(operator_usernames)})"}
+            ],
+            "variables": variables,
+            "validations": validations,
+        },
+    )
+    return [policy, _binding(workload_guard_name(kind))]
+
+
 # ------------------------------------------------------------------ require budget
 
 
@@ -446,21 +916,96 @@ def require_budget_name(kind: WorkloadKind) -> str:
     return f"{NAME_PREFIX}require-budget-{kind.adapter.plural}"
 
 
-def _gpu_requested(container: str) -> str:
-    """CEL: the container asks for a GPU, in its limits or its requests.
+def gpu_rule(resource: GpuResource) -> str:
+    """One ``gpuResources`` entry as the CEL policies match it, a string.
+
+    ``+`` or ``-``: whether the resource counts as a GPU (a ``gpusPerUnit`` of 0
+    does not); ``=`` or ``*``: an exact name or a prefix; then the name (without
+    its ``*``). A string, because CEL literals in Kubernetes are homogeneous.
+    """
+    counts = GpuShare(resource.share) is GpuShare.MIG_SLICES or resource.gpus_per_unit != 0
+    name = resource.resource
+    match = "*" + name[:-1] if name.endswith("*") else "=" + name
+    return ("+" if counts else "-") + match
+
+
+DEFAULT_GPU_RULES = tuple(gpu_rule(r) for r in DEFAULT_GPU_RESOURCES)
+
+GPU_RULES = (
+    "params.?spec.?gpuResources.hasValue() ? params.spec.gpuResources.map(g, "
+    f"((g.?share.orValue('PerUnit') == {cel_string(GpuShare.MIG_SLICES.value)} || "
+    "double(g.?gpusPerUnit.orValue(1.0)) != 0.0) ? '+' : '-') + "
+    "(string(g.?resource.orValue('')).endsWith('*') ? "
+    "'*' + string(g.resource).substring(0, size(string(g.resource)) - 1) : "
+    "'=' + string(g.?resource.orValue('')))) : "
+    f"{cel_list(DEFAULT_GPU_RULES)}"
+)
+"""CEL: the policy's ``gpuResources`` (or the defaults) as :func:`gpu_rule` strings."""
+
+
+def _is_gpu(key: str) -> str:
+    """CEL: the resource named ``key`` is a GPU: the first rule that matches it counts."""
+    matching = (
+        "variables.gpuRules.filter(r, r.substring(1, 2) == '*' ? "
+        f"{key}.startsWith(r.substring(2)) : {key} == r.substring(2))"
+    )
+    # Every GPU rule names a domain: cpu, memory and the like are ruled out at once.
+    return f"({key}.contains('/') && size({matching}) > 0 && {matching}[0].startsWith('+'))"
+
+
+def _gpu_keys(resources: str) -> str:
+    """CEL: the GPU resources a map of quantities asks for (not quantity 0).
 
     A quantity is a string in built-in kinds but may be a number in custom
-    resources (JSON ``8``), so it is compared as a string; the default is a
-    string too, or the type checker would bind ``string()`` to ints only.
+    resources (JSON ``8``), so it is compared as a string.
     """
-    gpu = cel_string(GPU_RESOURCE)
-    return " || ".join(
-        f"string({container}.?resources.?{section}[?{gpu}].orValue('0')) != '0'"
-        for section in ("limits", "requests")
-    )
+    return f"{resources}.filter(k, string({resources}[k]) != '0' && {_is_gpu('k')})"
 
 
-def require_budget(kind: WorkloadKind) -> list[dict[str, Any]]:
+_CONTAINERS = "(s.?containers.orValue([]) + s.?initContainers.orValue([]))"
+_QUANTITIES = "[c.?resources.?limits.orValue({}), c.?resources.?requests.orValue({})]"
+
+REQUESTS_GPUS = (
+    "variables.podSpecs.exists(s, size(s.?resourceClaims.orValue([])) > 0 || "
+    f"{_CONTAINERS}.exists(c, {_QUANTITIES}.exists(m, size({_gpu_keys('m')}) > 0)))"
+)
+"""CEL: a pod spec asks for a GPU: a container's limits or requests, or a DRA claim."""
+
+GPU_VARIABLES = [
+    {"name": "gpuRules", "expression": GPU_RULES},
+    {
+        # For messages: every ask of a GPU resource, one per container and section.
+        "name": "gpuAsks",
+        "expression": f"variables.podSpecs.map(s, {_CONTAINERS}.map(c, "
+        f"{_QUANTITIES}.map(m, {_gpu_keys('m')}))).flatten().flatten().flatten()",
+    },
+    {
+        # Deduplicated among the first asks only: distinct() costs the square of
+        # its list, and a large JobSet would run the message out of its budget.
+        "name": "gpusAsked",
+        "expression": "variables.gpuAsks.slice(0, "
+        "size(variables.gpuAsks) < 16 ? size(variables.gpuAsks) : 16).distinct()",
+    },
+    {
+        "name": "claims",
+        "expression": "variables.podSpecs.exists(s, size(s.?resourceClaims.orValue([])) > 0)",
+    },
+    {
+        # For messages: what it asks for.
+        "name": "asks",
+        "expression": "size(variables.gpusAsked) > 0 ? variables.gpusAsked.join(', ') + "
+        "(variables.claims ? ' and DRA resource claims' : '') : "
+        "'GPUs through DRA resource claims (spec.resourceClaims)'",
+    },
+]
+
+
+def _gpu_variables() -> list[dict[str, str]]:
+    """A copy of :data:`GPU_VARIABLES` for one policy."""
+    return [dict(v) for v in GPU_VARIABLES]
+
+
+def require_budget(kind: WorkloadKind, policy_name: str = "default") -> list[dict[str, Any]]:
     """In opted-in namespaces, a GPU workload must name the budget it spends from."""
     what = kind.adapter.kind
     label = cel_string(BUDGET_LABEL)
@@ -476,32 +1021,29 @@ def require_budget(kind: WorkloadKind) -> list[dict[str, Any]]:
         },
         {"name": "no-budget-label", "expression": "!(" + has_label.format(o="object") + ")"},
     ]
-    if kind.bare_pods_only:
+    if kind.checked_at_its_workload:
         conditions.append(
             {
-                "name": "bare-pod",
-                "expression": "!object.metadata.?ownerReferences.orValue([])"
-                ".exists(r, r.?controller.orValue(false))",
+                "name": "not-a-workloads-pod",
+                "expression": "!(" + controlled_by_workload("object") + ")",
             }
         )
-    gpus = (
-        "variables.podSpecs.exists(s, "
-        f"s.?containers.orValue([]).exists(c, {_gpu_requested('c')}) || "
-        f"s.?initContainers.orValue([]).exists(c, {_gpu_requested('c')}))"
-    )
     attach = (
         f"Attach it to a TrainingBudget: add the label {BUDGET_LABEL}: <budget name> to the "
         f"{what}'s metadata.labels"
     )
     validation = _validation(
-        f"!({gpus})",
+        f"!({REQUESTS_GPUS})",
         f"this namespace requires a TrainingBudget for every GPU workload "
-        f"({REQUIRE_BUDGET_LABEL}=true), and this {what} requests {GPU_RESOURCE} without the "
-        f"{BUDGET_LABEL} label. {attach}.",
+        f"({REQUIRE_BUDGET_LABEL}=true), and this {what} requests GPUs (a resource "
+        f"BudgetPolicy {policy_name} counts in spec.gpuResources, or a DRA resource claim) "
+        f"without the {BUDGET_LABEL} label. {attach}.",
         concat(
             f"{what} ",
             Cel(DISPLAY_NAME),
-            f" requests {GPU_RESOURCE} but has no {BUDGET_LABEL} label, and namespace ",
+            " requests ",
+            Cel("variables.asks"),
+            f" but has no {BUDGET_LABEL} label, and namespace ",
             NAMESPACE,
             " requires a TrainingBudget for every GPU workload (it is labelled "
             f"{REQUIRE_BUDGET_LABEL}=true). {attach} (`kubectl get trainingbudgets -n ",
@@ -513,19 +1055,115 @@ def require_budget(kind: WorkloadKind) -> list[dict[str, Any]]:
     policy = _policy(
         require_budget_name(kind),
         {
+            "paramKind": dict(PARAM_KIND),
             "matchConstraints": {
                 "resourceRules": [_resource_rule(kind.adapter, ["CREATE", "UPDATE"])],
             },
             "matchConditions": conditions,
-            "variables": [{"name": "podSpecs", "expression": kind.pod_specs_cel}],
+            "variables": [
+                {"name": "podSpecs", "expression": kind.pod_specs_cel},
+                *_gpu_variables(),
+            ],
             "validations": [validation],
         },
     )
     binding = _binding(
         require_budget_name(kind),
-        match_resources={
-            "namespaceSelector": {"matchLabels": {REQUIRE_BUDGET_LABEL: "true"}},
+        param_ref=_policy_params(policy_name),
+        match_resources=json.loads(json.dumps(REQUIRE_BUDGET_NAMESPACES)),
+    )
+    return [policy, binding]
+
+
+@dataclass(frozen=True)
+class UnstoppableKind:
+    """A kind whose controller recreates what a budget stops, so it may not hold GPUs."""
+
+    kind: str
+    group: str
+    version: str
+    plural: str
+    template: str
+    """CEL path from ``object`` to its pod template."""
+
+    def template_of(self, obj: str) -> str:
+        """CEL: the pod template of ``obj``, ``{}`` when it has none."""
+        first, *rest = self.template.split(".")
+        return f"{obj}.{first}" + "".join(f".?{part}" for part in rest) + ".orValue({})"
+
+
+UNSTOPPABLE_KINDS: tuple[UnstoppableKind, ...] = (
+    UnstoppableKind("Deployment", "apps", "v1", "deployments", "spec.template"),
+    UnstoppableKind("StatefulSet", "apps", "v1", "statefulsets", "spec.template"),
+    UnstoppableKind("ReplicaSet", "apps", "v1", "replicasets", "spec.template"),
+    UnstoppableKind("DaemonSet", "apps", "v1", "daemonsets", "spec.template"),
+    UnstoppableKind("CronJob", "batch", "v1", "cronjobs", "spec.jobTemplate.spec.template"),
+)
+
+
+def unstoppable_name(kind: UnstoppableKind) -> str:
+    return f"{NAME_PREFIX}require-budget-{kind.plural}"
+
+
+def require_stoppable(kind: UnstoppableKind, policy_name: str = "default") -> list[dict[str, Any]]:
+    """In opted-in namespaces, GPUs only in kinds a budget can stop, labelled or not.
+
+    Judged on CREATE and on an UPDATE that writes the pod template: a controller's
+    scaling or the garbage collector's updates of an object older than the policy
+    go through (its new pods are the Pod policy's business).
+    """
+    what = kind.kind
+    instead = (
+        f"A TrainingBudget can hold and stop only {STOPPABLE} (a {what}'s controller would "
+        f"recreate what the budget stops): run the training as a Job, JobSet or PyTorchJob "
+        f"with the label {BUDGET_LABEL}: <budget name>"
+    )
+    validation = _validation(
+        f"!({REQUESTS_GPUS})",
+        f"this namespace requires a TrainingBudget for every GPU workload "
+        f"({REQUIRE_BUDGET_LABEL}=true), and this {what} requests GPUs. {instead}.",
+        concat(
+            f"{what} ",
+            Cel(DISPLAY_NAME),
+            " requests ",
+            Cel("variables.asks"),
+            ", and namespace ",
+            NAMESPACE,
+            " requires a TrainingBudget for every GPU workload (it is labelled "
+            f"{REQUIRE_BUDGET_LABEL}=true). {instead}.",
+        ),
+        reason="Invalid",
+    )
+    policy = _policy(
+        unstoppable_name(kind),
+        {
+            "paramKind": dict(PARAM_KIND),
+            "matchConstraints": {
+                "resourceRules": [
+                    _rule(kind.group, kind.version, kind.plural, ["CREATE", "UPDATE"])
+                ],
+            },
+            "matchConditions": [
+                {
+                    "name": "created-or-template-written",
+                    "expression": "request.operation == 'CREATE' || "
+                    f"{kind.template_of('object')} != {kind.template_of('oldObject')}",
+                }
+            ],
+            "variables": [
+                {
+                    "name": "podSpecs",
+                    "expression": f"[{kind.template_of('object')}.?spec.orValue({{}})]",
+                },
+                *_gpu_variables(),
+            ],
+            "validations": [validation],
         },
+    )
+    binding = _binding(
+        unstoppable_name(kind),
+        param_ref=_policy_params(policy_name),
+        match_resources=json.loads(json.dumps(REQUIRE_BUDGET_NAMESPACES)),
     )
     return [policy, binding]
 
@@ -543,10 +1181,16 @@ def render(operator_usernames: Sequence[str], policy_name: str = "default") -> l
     if not operator_usernames or not all(operator_usernames):
         raise ValueError("at least one non-empty operator username is needed")
     manifests = approval_guard(policy_name)
+    manifests += budget_guard(policy_name)
+    manifests += finalizer_guard(operator_usernames)
     for kind in WORKLOAD_KINDS:
         manifests += hold_guard(kind, operator_usernames)
     for kind in WORKLOAD_KINDS:
-        manifests += require_budget(kind)
+        manifests += workload_guard(kind, operator_usernames)
+    for kind in WORKLOAD_KINDS:
+        manifests += require_budget(kind, policy_name)
+    for unstoppable in UNSTOPPABLE_KINDS:
+        manifests += require_stoppable(unstoppable, policy_name)
     return manifests
 
 

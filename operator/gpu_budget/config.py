@@ -175,12 +175,6 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         help="e.g. http://0.0.0.0:8080/healthz (env GPUBUDGET_LIVENESS_ENDPOINT).",
     )
     parser.add_argument(
-        "--policy-name",
-        default=env.get("GPUBUDGET_POLICY_NAME") or "default",
-        help="BudgetPolicy the operator enforces (env GPUBUDGET_POLICY_NAME; default default). "
-        "The admission policies read the one their bindings name; keep the two the same.",
-    )
-    parser.add_argument(
         "--metrics-port",
         type=int,
         default=int(env["GPUBUDGET_METRICS_PORT"]) if env.get("GPUBUDGET_METRICS_PORT") else None,
@@ -256,7 +250,6 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
             peering_lifetime=args.peering_lifetime,
             liveness_endpoint=args.liveness_endpoint,
             metrics_port=args.metrics_port,
-            policy_name=args.policy_name,
             webhook_address=args.webhook_address,
             webhook_port=args.webhook_port,
             webhook_host=args.webhook_host,
