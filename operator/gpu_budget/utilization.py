@@ -16,7 +16,7 @@ exporter 4.9+); pod labels as ``pod``/``namespace``, as ``pod_name``/
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from prometheus_api_client import PrometheusConnect
@@ -87,12 +87,22 @@ def _sample_value(sample: Mapping[str, Any]) -> float | None:
     return min(1.0, max(0.0, value))
 
 
-def parse_samples(samples: Iterable[Mapping[str, Any]]) -> UtilizationSnapshot:
-    """Turn the result of ``utilization_query`` into a snapshot."""
+def parse_samples(samples: object) -> UtilizationSnapshot:
+    """Turn the result of ``utilization_query`` into a snapshot.
+
+    An answer of the wrong shape (not a list of samples, samples without labels)
+    reads as "metrics unavailable", never as an exception that would end the poller.
+    """
+    if not isinstance(samples, list):
+        return UtilizationSnapshot(
+            available=False, error=f"Prometheus answered {type(samples).__name__}, not samples"
+        )
     by_pod: dict[tuple[str, str], float] = {}
     node_values: dict[str, list[float]] = {}
     for sample in samples:
-        labels = sample.get("metric", {})
+        if not isinstance(sample, Mapping) or not isinstance(sample.get("metric"), Mapping):
+            continue
+        labels = sample["metric"]
         value = _sample_value(sample)
         if value is None:
             continue

@@ -87,3 +87,14 @@ def test_query_is_valid_promql(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(rules))
     result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["not a list", {"result": []}, [1, "two", None], [{"metric": "x", "value": [0, "1"]}], None],
+)
+def test_an_answer_of_the_wrong_shape_reads_as_unavailable_or_empty(answer: object) -> None:
+    """A Prometheus answer of the wrong shape never raises: the poller must keep running."""
+    snapshot = parse_samples(answer)
+    assert snapshot.by_pod == {} and snapshot.by_node == {}
+    assert snapshot.available == isinstance(answer, list)
