@@ -517,7 +517,7 @@ def run_scenario(
         "the operator to release the Job after the approval",
     )
     pods = running_pods(cluster, namespace, "train", 2)
-    assert {p["spec"]["nodeName"] for p in pods} <= {"p5-spot-0", "p5-spot-1"}
+    assert all(p["spec"]["nodeName"].startswith("p5-spot-") for p in pods)
 
     # At the cap: suspended, spend within 1% of it.
     cluster.wait_for(

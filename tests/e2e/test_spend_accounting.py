@@ -38,7 +38,7 @@ def test_spend_follows_the_closed_form_and_survives_a_restart(
     apply(cluster, budget("run", namespace))
     apply(cluster, gpu_job("train", namespace, "run", pods=2, utilization=0.25))
     pods = running_pods(cluster, namespace, "train", 2)
-    assert {p["spec"]["nodeName"] for p in pods} <= {"p5-spot-0", "p5-spot-1"}
+    assert all(p["spec"]["nodeName"].startswith("p5-spot-") for p in pods)
 
     errors: list[float] = []
     for checkpoint in (8, 16):
