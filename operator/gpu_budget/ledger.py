@@ -8,8 +8,9 @@ in the TrainingBudget's status, an operator restart resumes exactly where the
 last written status left off: nothing is charged twice and time the operator
 was down is charged on the first pass after it comes back.
 
-Lines of pods that no longer exist are folded into ``closed`` totals so the
-status stays small however many pods a run goes through.
+Lines of pods that finished or no longer exist are folded into ``closed``
+totals, with a watermark (``folded_until``) for finished pods that still exist,
+so the status stays small however many pods a run goes through.
 
 Everything here is pure: plain data in, plain data out, no clock, no I/O.
 """
@@ -147,12 +148,18 @@ def advance(
     present: set[str] = set()
     first_started = ledger.first_started_at
     newly_estimated: list[str] = []
+    closed = ledger.closed
+    folded_until = ledger.folded_until
 
     for pod in observed:
         present.add(pod.uid)
         if pod.running_since is None or pod.node is None:
             continue
         line = lines.get(pod.uid)
+        # The watermark as this pass found it: ends folded in this pass do not
+        # count, since this pass has not yet seen every pod that ended by them.
+        if line is None and _already_folded(pod, ledger.folded_until):
+            continue
         if line is None:
             start = min(pod.running_since, now)
             if ledger.inherited_until is not None:
@@ -170,17 +177,22 @@ def advance(
             )
         if first_started is None or line.started_at < first_started:
             first_started = line.started_at
-        if not line.open:
+        if line.open:
+            until = (
+                now if pod.ended_at is None else max(line.accounted_until, min(pod.ended_at, now))
+            )
+            line = charge_interval(line, until, _rates_for(rates, pod.uid, line), cost_model)
+        if pod.ended_at is None:
             lines[pod.uid] = line
             continue
-        until = now if pod.ended_at is None else max(line.accounted_until, min(pod.ended_at, now))
-        pod_rates = _rates_for(rates, pod.uid, line)
-        line = charge_interval(line, until, pod_rates, cost_model)
-        if pod.ended_at is not None:
-            line = line.model_copy(update={"open": False})
-        lines[pod.uid] = line
+        # A finished pod may be kept for days (a Job keeps its pods): its line is
+        # folded into the totals now, and the watermark says it was, so status stays
+        # small however many finished pods a run leaves.
+        lines.pop(pod.uid, None)
+        closed = _fold(closed, line.model_copy(update={"open": False}))
+        ended = max(line.accounted_until, pod.ended_at)
+        folded_until = ended if folded_until is None else max(folded_until, ended)
 
-    closed = ledger.closed
     kept: list[PodCharge] = []
     for uid, line in lines.items():
         if uid in present:
@@ -199,7 +211,12 @@ def advance(
 
     kept.sort(key=lambda line: (line.started_at, line.name))
     new_ledger = ledger.model_copy(
-        update={"first_started_at": first_started, "closed": closed, "pods": kept}
+        update={
+            "first_started_at": first_started,
+            "closed": closed,
+            "pods": kept,
+            "folded_until": folded_until,
+        }
     )
     burn = sum(
         hourly_rate(
@@ -215,6 +232,17 @@ def advance(
         totals=totals(new_ledger, burn_rate_per_hour=burn),
         newly_estimated=newly_estimated,
     )
+
+
+def _already_folded(pod: PodObservation, folded_until: datetime | None) -> bool:
+    """A finished pod with no line that ended by the watermark was charged and folded.
+
+    The watermark moves only to ends seen in a pass that saw every existing pod,
+    so a pod that ended by it was seen then. The one exception is a pod whose
+    whole life was shorter than the watch's lag (under a second): it is skipped,
+    at a cost of less than that lag's worth of GPU time.
+    """
+    return pod.ended_at is not None and folded_until is not None and pod.ended_at <= folded_until
 
 
 def _rates_for(rates: Mapping[str, ChargeRates], uid: str, line: PodCharge) -> ChargeRates:

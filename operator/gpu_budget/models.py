@@ -295,6 +295,11 @@ class Ledger(ApiModel):
         max_length=50,
         description="Uids of deleted budgets of this name whose spend is folded into closed.",
     )
+    folded_until: datetime | None = Field(
+        default=None,
+        description="Finished pods that ended by this instant are charged and folded into "
+        "closed; their lines are not kept.",
+    )
     inherited_until: datetime | None = Field(
         default=None,
         description="The predecessors charged their pods up to this instant; pods are "

@@ -236,3 +236,36 @@ def test_fractional_gpus_are_charged_by_their_share() -> None:
     assert result.totals.burn_rate_per_hour == pytest.approx(share * PRICE)
     assert result.ledger.pods[0].gpus == pytest.approx(share)
     assert result.totals.gpu_seconds == pytest.approx(2 * 3600 * share)
+
+
+def test_ten_thousand_finished_pods_keep_the_status_small_and_are_charged_once() -> None:
+    """A Job that keeps 10,000 finished pods: their lines fold, the status stays < 256 KiB."""
+    finished = [
+        pod(uid=f"u{i}", gpus=1, start=T0, ended=T0 + timedelta(seconds=60 + i % 7))
+        for i in range(10_000)
+    ]
+    all_rates = {p.uid: ChargeRates(gpu_hourly_price=PRICE, utilization=None) for p in finished}
+    expected = sum((p.ended_at - T0).total_seconds() for p in finished if p.ended_at) * PRICE / 3600
+    ledger = Ledger()
+    for minute in (2, 3, 4):  # the same pods, seen pass after pass
+        result = advance(
+            ledger, finished, all_rates, T0 + timedelta(minutes=minute), CostModel.ALLOCATION
+        )
+        ledger = result.ledger
+        assert result.totals.spent == pytest.approx(expected)
+    assert ledger.pods == []
+    assert ledger.closed.pods == 10_000
+    status = TrainingBudgetStatus(ledger=ledger).model_dump_json(by_alias=True)
+    assert len(status.encode()) < 256 * 1024
+
+
+def test_a_finished_pod_first_seen_after_the_watermark_is_still_charged() -> None:
+    """Only pods that ended by the watermark are taken as folded; a later one is charged."""
+    early = pod(uid="a", ended=T0 + timedelta(minutes=10))
+    ledger = advance(
+        Ledger(), [early], rates("a"), T0 + timedelta(minutes=20), CostModel.ALLOCATION
+    ).ledger
+    late = pod(uid="b", start=T0 + timedelta(minutes=15), ended=T0 + timedelta(minutes=45))
+    both = {**rates("a"), **rates("b")}
+    result = advance(ledger, [early, late], both, T0 + timedelta(hours=1), CostModel.ALLOCATION)
+    assert result.totals.spent == pytest.approx(8 * PRICE * (10 + 30) / 60)
