@@ -67,7 +67,7 @@ test-unit: venv system-deps tools ## Unit tests of the pure core and the chart (
 
 .PHONY: test-e2e
 test-e2e: venv system-deps tools ## End-to-end tests on the local cluster (started if not up)
-	hack/with-cluster.sh $(VENV)/bin/pytest tests/e2e -q
+	hack/with-cluster.sh hack/run-e2e.sh
 
 .PHONY: test
 test: lint test-unit test-e2e ## Lint, unit tests and end-to-end tests

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,12 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class OperatorProcess:
@@ -22,7 +29,7 @@ class OperatorProcess:
         prometheus_url: str | None,
         log_path: Path,
         accounting_interval: float = 1.0,
-        port: int = 38080,
+        port: int | None = None,
         extra_args: tuple[str, ...] = (),
         extra_env: dict[str, str] | None = None,
         peering_name: str | None = None,
@@ -34,7 +41,8 @@ class OperatorProcess:
         self.prometheus_url = prometheus_url
         self.log_path = log_path
         self.accounting_interval = accounting_interval
-        self.port = port
+        # A port of its own: operators of tests running side by side must not collide.
+        self.port = free_port() if port is None else port
         self.extra_args = extra_args
         self.extra_env = extra_env or {}
         self.peering_name = peering_name

@@ -401,6 +401,7 @@ def test_finance_approval_is_recorded_with_the_approver(
     assert approval(get(cluster, "tb", "run", namespace)) == {}
 
 
+@pytest.mark.serial  # needs no other operator's webhooks on the cluster
 def test_approval_is_refused_when_it_cannot_be_recorded(
     cluster: E2ECluster, namespace: str, alice: str, policies: None
 ) -> None:
@@ -598,6 +599,7 @@ def test_pytorchjob_is_held_by_run_policy(
 # -------------------------------------------------------------- the whole story
 
 
+@pytest.mark.serial  # sets the shared policy's notification URL
 def test_finance_approval_story_from_hold_to_cap_to_raise(
     cluster: E2ECluster,
     namespace: str,

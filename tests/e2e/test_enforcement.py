@@ -59,6 +59,7 @@ def report(case: str, status: dict[str, Any], stop_delay: float | None = None) -
     print(f"[enforcement] {case}: final spend ${spent:.3f} vs cap ${CAP:.2f} ({error:+.3%}){delay}")
 
 
+@pytest.mark.serial  # sets the shared policy's notification URL
 def test_thresholds_then_suspend_at_the_cap_then_resume_on_a_raised_cap(
     cluster: Any, namespace: str, operator: OperatorProcess, receiver: Receiver
 ) -> None:

@@ -271,8 +271,8 @@ def approved_run(
 def test_switching_an_approved_budget_to_alert_stops_at_the_approval(
     cluster: E2ECluster, namespace: str, alice: str, operator: OperatorProcess
 ) -> None:
-    """Approved for $25, then set to Alert: it alerts at the cap and stops at the $25."""
-    approved_run(cluster, namespace, alice, cap=25, amount=25)
+    """Approved for $50, then set to Alert: it alerts at the cap and stops at the $50."""
+    approved_run(cluster, namespace, alice, cap=50, amount=50)
     patch(
         cluster,
         "tb",
@@ -281,8 +281,8 @@ def test_switching_an_approved_budget_to_alert_stops_at_the_approval(
         {"spec": {"enforcement": {"action": "Alert"}}},
         context=alice,
     )
-    wait_phase(cluster, "big", namespace, "Suspended", 90)
-    assert landed(cluster, namespace, "big", "train", 25) == pytest.approx(0, abs=0.01)
+    wait_phase(cluster, "big", namespace, "Suspended", 120)
+    assert landed(cluster, namespace, "big", "train", 50) == pytest.approx(0, abs=0.01)
     assert status_of(cluster, "big", namespace)["enforcement"]["reason"] == "ApprovalExhausted"
 
 
