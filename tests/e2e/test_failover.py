@@ -27,6 +27,7 @@ from tests.e2e.support import budget, gpu_job, job_pods, parse_time, running_pod
 from tests.e2e.test_chart import (
     Release,
     ensure_crds,
+    POLICIES_LABEL,
     ensure_shared_policy,
     free_port,
     get,
@@ -44,6 +45,9 @@ def test_killing_the_active_replica_fails_over_without_double_enforcement(
 ) -> None:
     ensure_crds(cluster)
     ensure_shared_policy(cluster)
+    # The replicas run as the chart's ServiceAccount, so the admission policies bound for
+    # the operator on the local cluster (admin) must not govern this namespace.
+    cluster.kubectl("label", "namespace", namespace, f"{POLICIES_LABEL}=chart")
     release = Release(cluster, f"gbo-ha-{secrets.token_hex(3)}", namespace, tmp_path)
     # The chart without its webhooks and policies: ServiceAccount, RBAC, the KopfPeering.
     release.install(
