@@ -76,7 +76,9 @@ def decide(
     annotations: Mapping[str, str],
 ) -> ApprovalDecision:
     amount, approved_cap, complaint = covered_amount(annotations)
-    covered = None if amount is None else min(amount, amount if approved_cap is None else approved_cap)
+    covered = (
+        None if amount is None else min(amount, amount if approved_cap is None else approved_cap)
+    )
     over = [f"cap ${cost_cap:,.2f}"] if cost_cap > ceiling else []
     if estimate_total is not None and estimate_total > ceiling:
         over.append(f"estimate with contingency ${estimate_total:,.2f}")

@@ -35,6 +35,7 @@ class StopReason(StrEnum):
     APPROVAL_EXHAUSTED = "ApprovalExhausted"
     IDLE_GPUS = "IdleGPUs"
     BUDGET_DELETED = "BudgetDeleted"
+    BUDGET_NOT_FOUND = "BudgetNotFound"
 
 
 class Desired(StrEnum):

@@ -57,6 +57,10 @@ INVALID_OBJECTS = Counter(
     "counted conservatively and named in an Event or condition.",
     ("kind",),
 )
+STATUS_WRITES = Counter(
+    "gpubudget_status_writes_total",
+    "TrainingBudget status writes; passes that changed nothing anyone acts on write none.",
+)
 PASS_FAILURES = Counter(
     "gpubudget_pass_failures_total",
     "Accounting passes of one budget that raised; other budgets are not affected.",

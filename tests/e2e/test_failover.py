@@ -25,9 +25,9 @@ from tests.e2e.conftest import E2ECluster
 from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.support import budget, gpu_job, job_pods, parse_time, running_pods
 from tests.e2e.test_chart import (
+    POLICIES_LABEL,
     Release,
     ensure_crds,
-    POLICIES_LABEL,
     ensure_shared_policy,
     free_port,
     get,
