@@ -8,6 +8,7 @@ import kopf
 
 from gpu_budget import admission, handlers, logs
 from gpu_budget.config import parse_args
+from gpu_budget.runtime import Runtime
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -24,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         peering_name=config.peering_name,
         priority=config.priority,
         liveness_endpoint=config.liveness_endpoint,
-        memo=kopf.Memo(runtime=handlers.Runtime(config=config)),
+        memo=kopf.Memo(runtime=Runtime.for_config(config)),
     )
 
 

@@ -299,8 +299,10 @@ def account(facts: AccountingInput) -> AccountingOutcome:
             now,
             generation,
         )
-    problems = [f"pod {pod.name}: {problem}" for pod in own_pods for problem in pod.problems] + [
-        f"{bad.workload}: {bad.error}" for bad in inheritance.bad
+    problems = [
+        *(f"pod {pod.name}: {problem}" for pod in own_pods for problem in pod.problems),
+        *(f"{w.kind} {w.name}: {problem}" for w in facts.workloads for problem in w.problems),
+        *(f"{bad.workload}: {bad.error}" for bad in inheritance.bad),
     ]
 
     refs = workload_refs(facts.workloads)

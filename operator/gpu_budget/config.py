@@ -26,6 +26,11 @@ class OperatorConfig(BaseModel):
         default=5.0, gt=0, description="Seconds between accounting passes of a budget."
     )
     policy_name: str = "default"
+    stop_at_pass_only: bool = Field(
+        default=False,
+        description="Stop runs only at a pass, not at the predicted instant: how cost tools "
+        "evaluate budgets on a schedule; for comparison (hack/bench) only.",
+    )
     standalone: bool = Field(default=False, description="Run without kopf peering (no HA).")
     peering_name: str = Field(
         default="gpu-budget-operator",
@@ -175,6 +180,13 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         help="e.g. http://0.0.0.0:8080/healthz (env GPUBUDGET_LIVENESS_ENDPOINT).",
     )
     parser.add_argument(
+        "--stop-at-pass-only",
+        action="store_true",
+        default=env.get("GPUBUDGET_STOP_AT_PASS_ONLY") == "true",
+        help="Stop runs only at a pass, not at the predicted instant (a polling baseline for "
+        "benchmarks; env GPUBUDGET_STOP_AT_PASS_ONLY=true).",
+    )
+    parser.add_argument(
         "--metrics-port",
         type=int,
         default=int(env["GPUBUDGET_METRICS_PORT"]) if env.get("GPUBUDGET_METRICS_PORT") else None,
@@ -250,6 +262,7 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
             peering_lifetime=args.peering_lifetime,
             liveness_endpoint=args.liveness_endpoint,
             metrics_port=args.metrics_port,
+            stop_at_pass_only=args.stop_at_pass_only,
             webhook_address=args.webhook_address,
             webhook_port=args.webhook_port,
             webhook_host=args.webhook_host,

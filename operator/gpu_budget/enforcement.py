@@ -144,6 +144,7 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
         stopped_at_generation: int | None = None,
         warned_now: list[float] | None = None,
         limit_at_stop: float | None = None,
+        idle_since_now: datetime | None = None,
     ) -> EnforcementDecision:
         return EnforcementDecision(
             desired=desired,
@@ -155,7 +156,7 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
             stop_at=stop_at,
             checkpoint=checkpoint,
             acted=acted,
-            idle_since=idle_since,
+            idle_since=idle_since_now or idle_since,
             idle_alert=idle_alert,
             idle_alerted_for=idle_alerted_for,
             stopped_at_generation=stopped_at_generation,
@@ -203,6 +204,8 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
                     "Suspended because its GPUs were idle; edit the budget to resume.",
                     stopped_at_generation=facts.stopped_at_generation,
                     limit_at_stop=facts.limit_at_stop,
+                    # The idle stretch that caused the stop stays on record while it holds.
+                    idle_since_now=facts.idle_since,
                 )
         elif (
             facts.limit_at_stop is not None and limit <= facts.limit_at_stop

@@ -96,13 +96,15 @@ class ClusterClient:
     async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         await self._run(lambda: self._annotate_pod(namespace, name, annotations))
 
-    def _delete_pod(self, namespace: str, name: str, grace_seconds: int) -> None:
+    def _delete_pod(self, namespace: str, name: str, grace_seconds: int) -> bool:
         try:
             self._core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace_seconds)
         except kubernetes.client.ApiException as error:
             if error.status != 404:
                 raise
+            return False
+        return True
 
-    async def delete_pod(self, namespace: str, name: str, grace_seconds: int) -> None:
-        """Delete a pod with at most ``grace_seconds`` to terminate (the policy's bound)."""
-        await self._run(lambda: self._delete_pod(namespace, name, grace_seconds))
+    async def delete_pod(self, namespace: str, name: str, grace_seconds: int) -> bool:
+        """Delete a pod with at most ``grace_seconds`` to terminate; False if it was gone."""
+        return await self._run(lambda: self._delete_pod(namespace, name, grace_seconds))

@@ -68,21 +68,14 @@ class Notification(BaseModel):
 class Plan(BaseModel):
     status: TrainingBudgetStatus
     events: list[BudgetEvent]
-    notifications: list[Notification]
+    notifications: list[dict[str, Any]]
+    """Payloads for the policy's notification webhook, built with the plan."""
     workload_actions: list[WorkloadAction]
     pod_annotations: list[PodAnnotation]
     pod_deletions: list[PodDeletion]
     decision: EnforcementDecision
     notify_url: str | None
     """Where the policy wants notifications sent; None for none."""
-
-    def notification_payloads(
-        self, namespace: str, name: str, cost_cap: float
-    ) -> list[dict[str, Any]]:
-        return [
-            notify.payload(namespace, name, note.reason, note.message, self.status.spent, cost_cap)
-            for note in self.notifications
-        ]
 
 
 def _validity(
@@ -414,7 +407,12 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
     return Plan(
         status=final,
         events=events,
-        notifications=notifications,
+        notifications=[
+            notify.payload(
+                facts.namespace, facts.name, note.reason, note.message, final.spent, spec.cost_cap
+            )
+            for note in notifications
+        ],
         workload_actions=actions,
         pod_annotations=pod_annotations,
         pod_deletions=pod_deletions,

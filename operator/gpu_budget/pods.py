@@ -12,7 +12,7 @@ from gpu_budget import BUDGET_LABEL, GROUP
 from gpu_budget.formats import optional_time
 from gpu_budget.gpus import dra_claims, gpu_count, pod_resources
 from gpu_budget.ledger import PodObservation
-from gpu_budget.models import DEFAULT_GPU_RESOURCES, GpuResource
+from gpu_budget.models import GpuResource
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 STOP_AT_ANNOTATION = f"{GROUP}/stop-at"
@@ -115,16 +115,6 @@ def has_extended_resources(pod: Mapping[str, Any]) -> bool:
     spec = _mapping(pod.get("spec"))
     resources, _ = pod_resources(spec)
     return any(quantity > 0 for quantity in resources.values()) or dra_claims(spec) > 0
-
-
-def requested_gpus(pod_spec: Mapping[str, Any]) -> float:
-    """GPU-equivalents a pod spec asks for under the default GPU resources.
-
-    For workloads' requests (estimates and status), which are read without a
-    policy at hand; what is charged is computed from each pod with the policy's.
-    """
-    resources, _ = pod_resources(pod_spec)
-    return gpu_count(resources, DEFAULT_GPU_RESOURCES) + dra_claims(pod_spec)
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

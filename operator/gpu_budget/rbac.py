@@ -35,6 +35,7 @@ import yaml
 from gpu_budget import GROUP, admission, crdgen, handlers
 from gpu_budget.config import OperatorConfig
 from gpu_budget.kube import ClusterClient
+from gpu_budget.view import ClusterView
 from gpu_budget.workloads import (
     ADAPTERS,
     CONTROLLERS,
@@ -205,12 +206,19 @@ def access(
         *registry._changing.get_all_handlers(),
     ]:
         group, _, plural = handler_selector(handler)
+        grant(group, plural, *READ)
+        if not getattr(handler, "requires_finalizer", True):
+            continue  # the loop's host: kopf writes nothing into it
         # Progress annotations and finalizers on the object; the status subresource
         # for what the handler writes into patch.status.
-        grant(group, plural, *READ, "patch")
+        grant(group, plural, "patch")
         if group == GROUP and plural in with_status:
             grant(group, f"{plural}/status", "patch")
     # Webhook handlers are called by the API server: no access of their own.
+
+    # gpu_budget.view: the watch-fed caches the accounting loop reads
+    for cache in ClusterView(() if clusterwide else ("served",)).all_caches():
+        grant(cache.resource.group, cache.resource.plural, *READ)
 
     # gpu_budget.kube.ClusterClient
     for adapter in ADAPTERS:

@@ -220,6 +220,7 @@ def test_only_the_operator_removes_its_finalizer(
     assert "deleting the budget is enough" in result.stderr.lower(), result.stderr
 
 
+@pytest.mark.serial  # its stopped operator's fail-closed webhooks reach every namespace
 def test_a_budget_deleted_by_force_leaves_its_workloads_held(
     cluster: E2ECluster, namespace: str, alice: str, operator: OperatorProcess
 ) -> None:
@@ -342,6 +343,7 @@ def test_a_forged_owner_does_not_skip_the_hold(
     assert not job_pods(cluster, namespace, "train"), "no GPU before finance approves"
 
 
+@pytest.mark.serial  # its stopped operator's fail-closed webhooks reach every namespace
 def test_an_unadmitted_workload_stays_held_while_the_operator_is_down(
     cluster: E2ECluster, namespace: str, alice: str, operator: OperatorProcess
 ) -> None:

@@ -330,5 +330,6 @@ def test_stop_reasons_are_the_strings_records_carry() -> None:
         "ApprovalExhausted",
         "IdleGPUs",
         "BudgetDeleted",
+        "BudgetNotFound",
     ]
     assert decide(facts(spent=975)).reason == StopReason.CAP_REACHED

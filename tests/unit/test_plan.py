@@ -122,7 +122,7 @@ def test_over_ceiling_without_approval_holds_and_asks_finance() -> None:
     assert p.workload_actions == []  # already held at admission
     approved = find(p.status.conditions, "Approved")
     assert approved is not None and approved.status == "False"
-    assert [n.reason for n in p.notifications] == ["AwaitingApproval"]
+    assert [n["gpubudget"]["reason"] for n in p.notifications] == ["AwaitingApproval"]
     assert p.status.approval is not None and p.status.approval.spend_limit == 0
 
 
@@ -151,7 +151,7 @@ def test_approval_releases_the_held_job_and_records_the_approver() -> None:
 def test_thresholds_warn_once_with_notification_payloads() -> None:
     p = plan(T0 + timedelta(seconds=55), {"costCap": 100})
     assert [e.reason for e in p.events if e.reason == "ThresholdReached"] == ["ThresholdReached"]
-    payloads = p.notification_payloads("ml-team", "run", 100)
+    payloads = p.notifications
     assert any("50%" in body["text"] for body in payloads)
     assert all(body["gpubudget"]["budget"] == "run" for body in payloads)
     again = plan(T0 + timedelta(seconds=60), {"costCap": 100}, status=p.status)

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from gpu_budget.models import DEFAULT_GPU_RESOURCES, GpuResource
-from gpu_budget.pods import PodFacts, has_extended_resources, requested_gpus
+from gpu_budget.pods import PodFacts, has_extended_resources
+from gpu_budget.workloads.base import PodSet, requested
 
 NOW = datetime(2026, 11, 1, 13, 0, tzinfo=UTC)
 
@@ -41,6 +42,12 @@ def test_gpu_requests_sum_containers_and_respect_init_containers() -> None:
     }
     assert requested_gpus(spec) == 4
     assert requested_gpus({"containers": [{}]}) == 0
+
+
+def requested_gpus(spec: dict[str, object]) -> float:
+    """What a workload with one pod of ``spec`` asks for."""
+    gpus, _ = requested([PodSet(counts=(), spec=spec, where="spec")])
+    return gpus
 
 
 def test_running_pod_holds_gpus_from_its_start_time() -> None:

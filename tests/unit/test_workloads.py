@@ -14,7 +14,7 @@ from gpu_budget.workloads import (
     KILLED_ANNOTATION,
     WorkloadState,
 )
-from gpu_budget.workloads.base import count
+from gpu_budget.workloads.base import read_count
 from gpu_budget.workloads.pod import SCHEDULING_GATE
 
 GPU_POD = {"containers": [{"resources": {"limits": {"nvidia.com/gpu": 8}}}]}
@@ -315,15 +315,25 @@ def test_admitted_by_is_read_from_the_annotation() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
-    [(None, 1), (3, 3), ("4", 4), (0, 0), (-2, 0), ("lots", 1), (2.5, 1), ([1], 1)],
+    ("value", "expected", "readable"),
+    [
+        (None, 1, True),
+        (3, 3, True),
+        (0, 0, True),
+        ("4", 1, False),
+        (-2, 1, False),
+        ("lots", 1, False),
+        (2.5, 1, False),
+        ([1], 1, False),
+        (True, 1, False),
+    ],
 )
-def test_count_reads_replica_counts_leniently(value: object, expected: int) -> None:
-    assert count(value) == expected
-
-
-def test_count_default_applies_to_unreadable_values() -> None:
-    assert count("x", default=0) == 0 and count(None, default=2) == 2
+def test_an_unreadable_count_counts_as_one_and_says_so(
+    value: object, expected: int, readable: bool
+) -> None:
+    count, problem = read_count(value)
+    assert count == expected
+    assert (problem is None) == readable
 
 
 def test_malformed_replica_counts_do_not_break_reading_a_workload() -> None:
@@ -335,7 +345,17 @@ def test_malformed_replica_counts_do_not_break_reading_a_workload() -> None:
     assert ADAPTERS_BY_KIND["JobSet"].facts(body).requested_gpus == 2 * 8
     body = job()
     body["spec"]["parallelism"] = "two"
-    assert ADAPTERS_BY_KIND["Job"].facts(body).requested_gpus == 8
+    facts = ADAPTERS_BY_KIND["Job"].facts(body)
+    assert facts.requested_gpus == 8
+    assert facts.problems == ("spec.template: 'two' is not a count",)
+
+
+def test_an_unreadable_gpu_quantity_in_a_template_is_a_problem_of_the_workload() -> None:
+    body = pytorchjob()
+    resources = body["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
+    resources["resources"] = {"limits": {"nvidia.com/gpu": "lots"}}
+    facts = ADAPTERS_BY_KIND["PyTorchJob"].facts(body)
+    assert any("Worker" in p and "lots" in p for p in facts.problems), facts.problems
 
 
 def test_fractional_gpus_are_requested_as_fractions() -> None:

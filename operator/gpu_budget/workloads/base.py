@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from gpu_budget import ADMITTED_ANNOTATION, BUDGET_LABEL, GROUP, SPEND_RECORD_ANNOTATION
+from gpu_budget.gpus import dra_claims, gpu_count, pod_resources
+from gpu_budget.models import DEFAULT_GPU_RESOURCES
 from gpu_budget.pods import PodFacts
 
 HELD_ANNOTATION = f"{GROUP}/held"
@@ -63,6 +65,8 @@ class WorkloadFacts(BaseModel):
     """Uid of the budget that admitted it (``gpubudget.dev/admitted``)."""
     spend_record: str | None = None
     """The raw ``gpubudget.dev/spend-record`` annotation; parsed by gpu_budget.inheritance."""
+    problems: tuple[str, ...] = ()
+    """What of it could not be read (a count, a quantity): counted conservatively."""
 
     def owns(self, pod: PodFacts, owners: Mapping[str, str]) -> bool:
         """Whether ``pod`` is this workload's, by owner references, never by labels.
@@ -102,6 +106,7 @@ class WorkloadAdapter(ABC):
         meta = body["metadata"]
         annotations = meta.get("annotations") or {}
         killed = KILLED_ANNOTATION in annotations
+        gpus, problems = requested(self.pod_sets(body))
         suspended = self.is_suspended(body)
         state = self.state(body)
         if killed:
@@ -119,7 +124,8 @@ class WorkloadAdapter(ABC):
             held=HELD_ANNOTATION in annotations,
             held_reason=annotations.get(HELD_ANNOTATION),
             killed=killed,
-            requested_gpus=self.requested_gpus(body),
+            requested_gpus=gpus,
+            problems=tuple(problems),
             pod_uid=self.own_pod_uid(body),
             other_scheduling_gates=self.other_scheduling_gates(body),
             admitted_by=annotations.get(ADMITTED_ANNOTATION),
@@ -140,7 +146,8 @@ class WorkloadAdapter(ABC):
     def is_suspended(self, body: Mapping[str, Any]) -> bool: ...
 
     @abstractmethod
-    def requested_gpus(self, body: Mapping[str, Any]) -> float: ...
+    def pod_sets(self, body: Mapping[str, Any]) -> list[PodSet]:
+        """The workload's pod templates and how many pods of each it runs."""
 
     @abstractmethod
     def suspend_fields(self, suspend: bool) -> dict[str, Any]:
@@ -234,14 +241,46 @@ def controller_of(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return next((ref for ref in owners if isinstance(ref, Mapping) and ref.get("controller")), None)
 
 
-def count(value: object, default: int = 1) -> int:
-    """A replica or parallelism count from a user's object; unreadable counts as ``default``."""
+class PodSet(BaseModel):
+    """Pods of one template a workload runs: how many (a product of counts) and their spec."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    counts: tuple[object, ...]
+    """The raw counts that multiply (a JobSet's replicas and its Jobs' parallelism)."""
+    spec: Mapping[str, Any]
+    where: str
+    """Where in the object the template is, for messages."""
+
+
+def read_count(value: object) -> tuple[int, str | None]:
+    """A replica or parallelism count; unreadable counts as 1 (never as none), with why."""
     if value is None:
-        return default
-    try:
-        return max(0, int(str(value)))
-    except ValueError:
-        return default
+        return 1, None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value, None
+    return 1, f"{value!r} is not a count"
+
+
+def requested(pod_sets: list[PodSet]) -> tuple[float, list[str]]:
+    """GPUs a workload asks for when all its pods run, and what of it could not be read."""
+    total, problems = 0.0, []
+    for pod_set in pod_sets:
+        replicas = 1
+        for raw in pod_set.counts:
+            value, problem = read_count(raw)
+            replicas *= value
+            if problem:
+                problems.append(f"{pod_set.where}: {problem}")
+        resources, unreadable = pod_resources(pod_set.spec)
+        problems.extend(f"{pod_set.where}: {problem}" for problem in unreadable)
+        per_pod = gpu_count(resources, DEFAULT_GPU_RESOURCES) + dra_claims(pod_set.spec)
+        total += replicas * per_pod
+    return total, problems
+
+
+def mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def condition_true(body: Mapping[str, Any], *types: str) -> bool:

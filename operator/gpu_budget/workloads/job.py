@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gpu_budget.pods import requested_gpus
-from gpu_budget.workloads.base import WorkloadAdapter, WorkloadState, condition_true, count
-
-
-def job_gpus(job_spec: Mapping[str, Any]) -> float:
-    per_pod = requested_gpus((job_spec.get("template") or {}).get("spec") or {})
-    parallelism = job_spec.get("parallelism")
-    return per_pod * (1 if parallelism is None else count(parallelism))
+from gpu_budget.workloads.base import (
+    PodSet,
+    WorkloadAdapter,
+    WorkloadState,
+    condition_true,
+    mapping,
+)
 
 
 class JobAdapter(WorkloadAdapter):
@@ -32,8 +31,10 @@ class JobAdapter(WorkloadAdapter):
     def is_suspended(self, body: Mapping[str, Any]) -> bool:
         return bool((body.get("spec") or {}).get("suspend"))
 
-    def requested_gpus(self, body: Mapping[str, Any]) -> float:
-        return job_gpus(body.get("spec") or {})
+    def pod_sets(self, body: Mapping[str, Any]) -> list[PodSet]:
+        spec = mapping(body.get("spec"))
+        template = mapping(mapping(spec.get("template")).get("spec"))
+        return [PodSet(counts=(spec.get("parallelism"),), spec=template, where="spec.template")]
 
     def suspend_fields(self, suspend: bool) -> dict[str, Any]:
         return {"spec": {"suspend": suspend}}

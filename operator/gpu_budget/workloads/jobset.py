@@ -5,8 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gpu_budget.workloads.base import WorkloadAdapter, WorkloadState, condition_true, count
-from gpu_budget.workloads.job import job_gpus
+from gpu_budget.workloads.base import (
+    PodSet,
+    WorkloadAdapter,
+    WorkloadState,
+    condition_true,
+    mapping,
+)
 
 
 class JobSetAdapter(WorkloadAdapter):
@@ -26,12 +31,20 @@ class JobSetAdapter(WorkloadAdapter):
     def is_suspended(self, body: Mapping[str, Any]) -> bool:
         return bool((body.get("spec") or {}).get("suspend"))
 
-    def requested_gpus(self, body: Mapping[str, Any]) -> float:
-        total = 0.0
-        for replicated in (body.get("spec") or {}).get("replicatedJobs") or []:
-            job_spec = (replicated.get("template") or {}).get("spec") or {}
-            total += count(replicated.get("replicas")) * job_gpus(job_spec)
-        return total
+    def pod_sets(self, body: Mapping[str, Any]) -> list[PodSet]:
+        replicated_jobs = mapping(body.get("spec")).get("replicatedJobs")
+        sets = []
+        for index, replicated in enumerate(replicated_jobs or []):
+            replicated = mapping(replicated)
+            job = mapping(mapping(replicated.get("template")).get("spec"))
+            sets.append(
+                PodSet(
+                    counts=(replicated.get("replicas"), job.get("parallelism")),
+                    spec=mapping(mapping(job.get("template")).get("spec")),
+                    where=f"spec.replicatedJobs[{replicated.get('name', index)}]",
+                )
+            )
+        return sets
 
     def suspend_fields(self, suspend: bool) -> dict[str, Any]:
         return {"spec": {"suspend": suspend}}

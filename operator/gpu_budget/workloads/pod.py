@@ -11,13 +11,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from gpu_budget import ADMITTED_ANNOTATION, GROUP
-from gpu_budget.pods import requested_gpus
 from gpu_budget.workloads.base import (
     Operation,
+    PodSet,
     WorkloadAdapter,
     WorkloadFacts,
     WorkloadState,
     controller_of,
+    mapping,
 )
 
 SCHEDULING_GATE = f"{GROUP}/budget"
@@ -62,8 +63,8 @@ class PodAdapter(WorkloadAdapter):
         gates = (body.get("spec") or {}).get("schedulingGates") or []
         return any(gate.get("name") == SCHEDULING_GATE for gate in gates)
 
-    def requested_gpus(self, body: Mapping[str, Any]) -> float:
-        return requested_gpus(body.get("spec") or {})
+    def pod_sets(self, body: Mapping[str, Any]) -> list[PodSet]:
+        return [PodSet(counts=(), spec=mapping(body.get("spec")), where="spec")]
 
     def other_scheduling_gates(self, body: Mapping[str, Any]) -> tuple[str, ...]:
         gates = (body.get("spec") or {}).get("schedulingGates") or []

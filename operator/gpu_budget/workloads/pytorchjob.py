@@ -5,8 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gpu_budget.pods import requested_gpus
-from gpu_budget.workloads.base import WorkloadAdapter, WorkloadState, condition_true, count
+from gpu_budget.workloads.base import (
+    PodSet,
+    WorkloadAdapter,
+    WorkloadState,
+    condition_true,
+    mapping,
+)
 
 
 class PyTorchJobAdapter(WorkloadAdapter):
@@ -25,13 +30,16 @@ class PyTorchJobAdapter(WorkloadAdapter):
     def is_suspended(self, body: Mapping[str, Any]) -> bool:
         return bool(((body.get("spec") or {}).get("runPolicy") or {}).get("suspend"))
 
-    def requested_gpus(self, body: Mapping[str, Any]) -> float:
-        replicas = (body.get("spec") or {}).get("pytorchReplicaSpecs") or {}
-        return sum(
-            count(spec.get("replicas"))
-            * requested_gpus((spec.get("template") or {}).get("spec") or {})
-            for spec in replicas.values()
-        )
+    def pod_sets(self, body: Mapping[str, Any]) -> list[PodSet]:
+        replicas = mapping(mapping(body.get("spec")).get("pytorchReplicaSpecs"))
+        return [
+            PodSet(
+                counts=(mapping(spec).get("replicas"),),
+                spec=mapping(mapping(mapping(spec).get("template")).get("spec")),
+                where=f"spec.pytorchReplicaSpecs.{name}",
+            )
+            for name, spec in replicas.items()
+        ]
 
     def suspend_fields(self, suspend: bool) -> dict[str, Any]:
         return {"spec": {"runPolicy": {"suspend": suspend}}}

@@ -1,0 +1,297 @@
+"""One accounting loop for the whole cluster.
+
+Every ``accounting_interval`` the loop makes one pass: it groups the watch-fed
+caches' pods by budget once, then charges, decides and acts for each budget
+that has something to do (pods holding GPUs, or a change to it, its workloads
+or the policy since it was last looked at). Predicted stops and warning
+thresholds go into one schedule (a heap) that wakes the loop at the earliest
+of them, for just the budgets due, so a stop lands on time without a sleeping
+handler per budget. Each budget's pass is its own: an exception in one is
+counted and the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import kopf
+import structlog
+
+from gpu_budget import BUDGET_LABEL, metrics
+from gpu_budget.accounting import AccountingInput
+from gpu_budget.actions import (
+    carry_out,
+    hold_and_record,
+    reference,
+    report_invalid,
+    workload_reference,
+)
+from gpu_budget.attribution import effective_owner
+from gpu_budget.enforcement import StopReason
+from gpu_budget.inheritance import record_for
+from gpu_budget.models import BudgetPolicySpec, TrainingBudgetSpec, TrainingBudgetStatus
+from gpu_budget.plan import Plan, plan_pass
+from gpu_budget.pods import PodFacts
+from gpu_budget.pricing import NodeFacts
+from gpu_budget.runtime import Runtime, current_policy, newest_status
+from gpu_budget.schedule import BudgetKey
+from gpu_budget.view import utcnow
+from gpu_budget.workloads import ADAPTERS_BY_KIND, WorkloadFacts
+from gpu_budget.writes import needs_write, staleness_bound
+
+log = structlog.get_logger("gpu_budget.loop")
+
+TOMBSTONE_TTL = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class PassFacts:
+    """What one pass of the loop reads, gathered once for every budget."""
+
+    bodies: Mapping[BudgetKey, dict[str, Any]]
+    deleting: Mapping[BudgetKey, dict[str, Any]]
+    workloads: Mapping[BudgetKey, list[WorkloadFacts]]
+    pods: Mapping[BudgetKey, list[PodFacts]]
+    owners: Mapping[str, str]
+    nodes: Mapping[str, NodeFacts]
+    namespace_labels: Mapping[str, dict[str, str]]
+    policy: BudgetPolicySpec
+    policy_version: str
+    now: datetime
+
+
+def gather_pass(state: Runtime) -> PassFacts:
+    view = state.view
+    workloads = view.workloads_by_budget()
+    bodies = view.budget_bodies()
+    owners = view.owner_map()
+    policy_body = next(
+        (b for b in view.policies if b["metadata"]["name"] == state.config.policy_name), None
+    )
+    return PassFacts(
+        # A budget being deleted is its deletion handler's: the loop neither accounts it
+        # (and so never resumes what the handler holds) nor calls its workloads budgetless.
+        bodies={k: b for k, b in bodies.items() if not b["metadata"].get("deletionTimestamp")},
+        deleting={k: b for k, b in bodies.items() if b["metadata"].get("deletionTimestamp")},
+        workloads=workloads,
+        pods=view.pods_by_budget(workloads, owners),
+        owners=owners,
+        nodes=view.nodes_by_name(),
+        namespace_labels=dict(view.namespace_labels),
+        policy=current_policy(state),
+        policy_version=str((policy_body or {}).get("metadata", {}).get("resourceVersion", "")),
+        now=utcnow(),
+    )
+
+
+def accounting_input(
+    state: Runtime, facts: PassFacts, key: BudgetKey, previous: TrainingBudgetStatus
+) -> AccountingInput:
+    body = facts.bodies.get(key) or facts.deleting[key]
+    meta = body["metadata"]
+    return AccountingInput(
+        namespace=key[0],
+        name=key[1],
+        uid=str(meta["uid"]),
+        generation=meta.get("generation"),
+        spec=TrainingBudgetSpec.model_validate(body.get("spec") or {}),
+        status=previous,
+        policy=facts.policy,
+        pods=facts.pods.get(key, []),
+        workloads=facts.workloads.get(key, []),
+        owners=facts.owners,
+        nodes=facts.nodes,
+        utilization=state.utilization,
+        deleted_at=state.view.deleted_at,
+        now=utcnow(),
+    )
+
+
+def fingerprint(facts: PassFacts, key: BudgetKey, policy_version: str) -> tuple[object, ...]:
+    """What, when unchanged and nothing runs, means a budget has nothing to do."""
+    body = facts.bodies[key]
+    workloads = facts.workloads.get(key, [])
+    return (
+        body["metadata"].get("resourceVersion"),
+        policy_version,
+        tuple(
+            sorted(
+                (w.uid, w.state, w.suspended, w.held, w.killed, w.spend_record) for w in workloads
+            )
+        ),
+        tuple(sorted(pod.uid for pod in facts.pods.get(key, []))),
+    )
+
+
+def next_due(plan: Plan) -> datetime | None:
+    moments = [m for m in (plan.decision.stop_at, plan.decision.next_threshold_at) if m]
+    return min(moments, default=None)
+
+
+async def sleep_until(moment: datetime, stopped: Callable[[], bool], woken: asyncio.Event) -> None:
+    """Sleep until ``moment``, or until something changed, or until asked to stop."""
+    while not stopped() and not woken.is_set():
+        left = (moment - utcnow()).total_seconds()
+        if left <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken.wait(), timeout=min(left, 0.5))
+
+
+def has_work(state: Runtime, facts: PassFacts, key: BudgetKey) -> bool:
+    """Pods holding GPUs, or something changed since the budget was last accounted."""
+    if any(pod.holds_gpus for pod in facts.pods.get(key, [])):
+        return True
+    uid = str(facts.bodies[key]["metadata"]["uid"])
+    return state.seen.get(uid) != fingerprint(facts, key, facts.policy_version)
+
+
+async def account_budget(state: Runtime, facts: PassFacts, key: BudgetKey) -> Plan:
+    """One budget's part of a pass: charge, decide, act, and write status if it matters."""
+    body = facts.bodies[key]
+    uid = str(body["metadata"]["uid"])
+    previous = newest_status(state, uid, body.get("status") or {})
+    spec_input = accounting_input(state, facts, key, previous)
+    plan = plan_pass(spec_input, body["metadata"].get("annotations") or {})
+    await carry_out(state, plan, reference(body), key[0], key[1])
+    state.computed[uid] = plan.status
+    staleness = staleness_bound(state.config.accounting_interval)
+    if needs_write(state.written.get(uid), plan.status, spec_input.now, staleness):
+        await state.client.patch_status(
+            key[0], key[1], plan.status.model_dump(mode="json", by_alias=True)
+        )
+        state.written[uid] = plan.status
+        metrics.STATUS_WRITES.inc()
+    state.seen[uid] = fingerprint(facts, key, facts.policy_version)
+    metrics.observe_budget(
+        key[0],
+        key[1],
+        spec_input.spec,
+        effective_owner(spec_input.spec.owner, facts.namespace_labels.get(key[0], {})),
+        plan.status,
+    )
+    return plan
+
+
+async def hold_budgetless(state: Runtime, facts: PassFacts) -> None:
+    """A labelled workload whose budget does not exist is held, and told why once."""
+    for key, workloads in facts.workloads.items():
+        if key in facts.bodies or key in facts.deleting:
+            continue
+        for workload in workloads:
+            adapter = ADAPTERS_BY_KIND[workload.kind]
+            operation = adapter.suspend(workload, StopReason.BUDGET_NOT_FOUND)
+            if operation is not None:
+                await state.client.apply(adapter, workload, operation)
+            if workload.uid in state.reported_missing:
+                continue
+            state.reported_missing.add(workload.uid)
+            kopf.event(
+                workload_reference(workload),
+                type="Warning",
+                reason="BudgetNotFound",
+                message=f"No TrainingBudget {workload.budget} in namespace {workload.namespace}; "
+                f"held until one exists. Create it, or fix the {BUDGET_LABEL} label.",
+            )
+
+
+async def hold_vanished(state: Runtime, facts: PassFacts) -> None:
+    """Budgets gone without the operator's deletion handler: hold and record their workloads."""
+    while state.view.vanished:
+        obj = state.view.vanished.pop()
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        uid = str(meta.get("uid", ""))
+        status = newest_status(state, uid, obj.get("status") or {})
+        await hold_and_record(
+            state,
+            facts.workloads.get(key, []) if key not in facts.bodies else [],
+            record_for(status, uid, facts.now),
+            StopReason.BUDGET_DELETED,
+            f"TrainingBudget {key[1]} is gone; held until a budget {key[1]} allows it.",
+        )
+        state.computed.pop(uid, None)
+        state.written.pop(uid, None)
+        state.seen.pop(uid, None)
+
+
+def report_unreadable(state: Runtime, facts: PassFacts) -> None:
+    """Pods and workloads the operator cannot fully read: an Event on each, once, and a count."""
+    for workloads in facts.workloads.values():
+        for workload in workloads:
+            if workload.problems and workload.uid not in state.reported_invalid:
+                report_invalid(state, workload_reference(workload), list(workload.problems))
+    for pods in facts.pods.values():
+        for pod in pods:
+            if pod.problems and pod.uid not in state.reported_invalid:
+                report_invalid(
+                    state,
+                    kopf.Body(
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Pod",
+                            "metadata": {
+                                "name": pod.name,
+                                "namespace": pod.namespace,
+                                "uid": pod.uid,
+                            },
+                        }
+                    ),
+                    list(pod.problems),
+                )
+
+
+async def run_pass(state: Runtime, only: set[BudgetKey] | None) -> int:
+    """One pass over every budget with something to do (or just ``only``); budgets accounted."""
+    facts = gather_pass(state)
+    await hold_vanished(state, facts)
+    await hold_budgetless(state, facts)
+    report_unreadable(state, facts)
+    keys = list(facts.bodies) if only is None else [k for k in only if k in facts.bodies]
+    interval = timedelta(seconds=state.config.accounting_interval)
+    accounted = 0
+    for key in keys:
+        if only is None and not has_work(state, facts, key):
+            continue
+        try:
+            plan = await account_budget(state, facts, key)
+        except Exception as error:  # this budget's alone: counted, retried next pass
+            metrics.PASS_FAILURES.inc()
+            log.exception("budget pass failed", namespace=key[0], budget=key[1], error=str(error))
+            continue
+        accounted += 1
+        due = None if state.config.stop_at_pass_only else next_due(plan)
+        if due is not None and due - facts.now < interval:
+            state.schedule.add(due, key)
+    state.view.forget_deletions_before(facts.now - TOMBSTONE_TTL)
+    return accounted
+
+
+async def run_loop(state: Runtime, stopped: Callable[[], bool]) -> None:
+    """Pass every interval, and at every scheduled instant in between, until stopped."""
+    await state.view.ready()
+    log.info("accounting loop started", budgets=len(state.view.budget_bodies()))
+    interval = timedelta(seconds=state.config.accounting_interval)
+    next_full = utcnow()
+    while not stopped():
+        now = utcnow()
+        full = now >= next_full
+        due = state.schedule.pop_due(now) | state.view.take_dirty()
+        if full or due:
+            state.passes.started("loop", now)
+            try:
+                await run_pass(state, None if full else due)
+            except Exception:
+                state.passes.failed("loop", utcnow())
+                log.exception("accounting pass failed")
+            else:
+                state.passes.succeeded("loop", utcnow())
+            if full:
+                next_full = now + interval
+        wake = min(next_full, state.schedule.earliest() or next_full)
+        await sleep_until(wake, stopped, state.view.changed)

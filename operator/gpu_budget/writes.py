@@ -1,0 +1,57 @@
+"""When a budget's status is worth writing.
+
+Every write costs the API server a write and every watcher an event, so status
+is written when something a user or finance would act on changes (the phase,
+a condition, a threshold or a stop, the approval record, the workloads, a pod
+joining or leaving the ledger) and otherwise only to keep a running budget's
+spend at most :data:`MAX_STALENESS` old. A budget with nothing running costs no
+writes. (With a short accounting interval the bound is two intervals, so a test
+cluster at 1 s sees spend at most 2 s old.) Skipping a write loses nothing: the
+ledger's marks in memory are always newer than the written ones, and after a
+restart the written marks charge the gap exactly once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from gpu_budget.models import TrainingBudgetStatus
+
+MAX_STALENESS = timedelta(seconds=10)
+
+
+def staleness_bound(interval_seconds: float) -> timedelta:
+    return min(MAX_STALENESS, timedelta(seconds=2 * interval_seconds))
+
+
+def _significant(status: TrainingBudgetStatus) -> object:
+    """What of a status a user or finance acts on: everything but the running figures."""
+    return (
+        status.phase,
+        # Not the message: some carry the running spend ("Spent $41 of $100").
+        [(c.type, c.status, c.reason) for c in status.conditions],
+        status.enforcement.model_copy(update={"stop_at": None}),
+        status.approval,
+        status.workloads,
+        status.estimate,
+        status.observed_generation,
+        [(line.uid, line.open, line.gpu_hourly_price) for line in status.ledger.pods],
+        status.ledger.closed.pods,
+        status.ledger.inherited_from,
+    )
+
+
+def needs_write(
+    written: TrainingBudgetStatus | None,
+    new: TrainingBudgetStatus,
+    now: datetime,
+    staleness: timedelta = MAX_STALENESS,
+) -> bool:
+    if written is None:
+        return True
+    if _significant(written) != _significant(new):
+        return True
+    if new.burn_rate_per_hour <= 0 and written.spent == new.spent:
+        return False
+    last = written.last_accounted_at
+    return last is None or now - last >= staleness
