@@ -167,6 +167,11 @@ async def account_budget(state: Runtime, facts: PassFacts, key: BudgetKey) -> Pl
         )
         state.written[uid] = plan.status
         metrics.STATUS_WRITES.inc()
+        if plan.status.burn_rate_per_hour > 0 and not state.config.stop_at_pass_only:
+            # Rewrite when the written spend would get too old, not a pass later; on a
+            # whole second, so the rewrites of many budgets share one wake of the loop.
+            rewrite = (spec_input.now + staleness).replace(microsecond=0)
+            state.schedule.add(rewrite + timedelta(seconds=1), key)
     state.seen[uid] = fingerprint(facts, key, facts.policy_version)
     metrics.observe_budget(
         key[0],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from gpu_budget.models import Condition, Phase, TrainingBudgetStatus
-from gpu_budget.writes import MAX_STALENESS, needs_write
+from gpu_budget.writes import MAX_STALENESS, needs_write, staleness_bound
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -51,3 +51,10 @@ def test_a_budget_with_nothing_running_costs_no_writes() -> None:
         idle.model_copy(update={"last_accounted_at": T0 + timedelta(hours=1)}),
         T0 + timedelta(hours=1),
     )
+
+
+def test_the_staleness_bound_leaves_room_for_the_write() -> None:
+    assert staleness_bound(5.0) == timedelta(seconds=8)
+    assert staleness_bound(1.0) == timedelta(seconds=2)
+    for interval in (0.5, 1.0, 2.0, 5.0, 60.0):
+        assert staleness_bound(interval) < MAX_STALENESS
