@@ -289,6 +289,13 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--measure", type=float, default=60.0, help="seconds sampled per row")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--skip-rows",
+        type=int,
+        default=0,
+        help="bring up but do not measure the first N rows (objects kept from a run "
+        "stopped with SIGTERM are reused as they are)",
+    )
     args = parser.parse_args()
     results: list[dict[str, Any]] = []
     try:
@@ -317,6 +324,8 @@ def main() -> None:
             budgets_made, nodes_made = row.budgets, nodes
             pods_made += added * row.pods_per_budget
             wait_running(pods_made)
+            if index < args.skip_rows:
+                continue
             results.append(measure(row, args.interval, args.measure, [], "loop", f"capped-{index}"))
             print_result(results[-1])
         if not args.no_baseline:

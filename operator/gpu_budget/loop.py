@@ -161,12 +161,11 @@ async def account_budget(state: Runtime, facts: PassFacts, key: BudgetKey) -> Pl
     await carry_out(state, plan, reference(body), key[0], key[1])
     state.computed[uid] = plan.status
     staleness = staleness_bound(state.config.accounting_interval)
-    if needs_write(state.written.get(uid), plan.status, spec_input.now, staleness):
-        await state.client.patch_status(
-            key[0], key[1], plan.status.model_dump(mode="json", by_alias=True)
-        )
-        state.written[uid] = plan.status
-        metrics.STATUS_WRITES.inc()
+    written = state.written.get(uid)
+    if uid not in state.writing and needs_write(written, plan.status, spec_input.now, staleness):
+        # Written in the background, a few at a time: a pass over a thousand budgets
+        # must not wait on a thousand round trips, and a stop must not wait on any.
+        state.writing[uid] = asyncio.create_task(write_status(state, key, uid, plan.status))
         if plan.status.burn_rate_per_hour > 0 and not state.config.stop_at_pass_only:
             # Rewrite when the written spend would get too old, not a pass later; on a
             # whole second, so the rewrites of many budgets share one wake of the loop.
@@ -181,6 +180,23 @@ async def account_budget(state: Runtime, facts: PassFacts, key: BudgetKey) -> Pl
         plan.status,
     )
     return plan
+
+
+async def write_status(
+    state: Runtime, key: BudgetKey, uid: str, status: TrainingBudgetStatus
+) -> None:
+    try:
+        async with state.write_slots:
+            await state.client.patch_status(
+                key[0], key[1], status.model_dump(mode="json", by_alias=True)
+            )
+    except Exception as error:  # not recorded as written: the next pass writes again
+        log.warning("status write failed", namespace=key[0], budget=key[1], error=str(error))
+    else:
+        state.written[uid] = status
+        metrics.STATUS_WRITES.inc()
+    finally:
+        state.writing.pop(uid, None)
 
 
 async def hold_budgetless(state: Runtime, facts: PassFacts) -> None:
@@ -251,6 +267,24 @@ def report_unreadable(state: Runtime, facts: PassFacts) -> None:
                 )
 
 
+YIELD_EVERY = 50
+"""Budgets a full pass accounts between looks at the schedule and the watches."""
+
+
+async def account_one(state: Runtime, facts: PassFacts, key: BudgetKey, interval: timedelta) -> int:
+    """Account one budget, isolated: an exception is this budget's alone (counted, retried)."""
+    try:
+        plan = await account_budget(state, facts, key)
+    except Exception as error:
+        metrics.PASS_FAILURES.inc()
+        log.exception("budget pass failed", namespace=key[0], budget=key[1], error=str(error))
+        return 0
+    due = None if state.config.stop_at_pass_only else next_due(plan)
+    if due is not None and due - facts.now < interval:
+        state.schedule.add(due, key)
+    return 1
+
+
 async def run_pass(state: Runtime, only: set[BudgetKey] | None) -> int:
     """One pass over every budget with something to do (or just ``only``); budgets accounted."""
     facts = gather_pass(state)
@@ -260,19 +294,15 @@ async def run_pass(state: Runtime, only: set[BudgetKey] | None) -> int:
     keys = list(facts.bodies) if only is None else [k for k in only if k in facts.bodies]
     interval = timedelta(seconds=state.config.accounting_interval)
     accounted = 0
-    for key in keys:
+    for index, key in enumerate(keys):
         if only is None and not has_work(state, facts, key):
             continue
-        try:
-            plan = await account_budget(state, facts, key)
-        except Exception as error:  # this budget's alone: counted, retried next pass
-            metrics.PASS_FAILURES.inc()
-            log.exception("budget pass failed", namespace=key[0], budget=key[1], error=str(error))
-            continue
-        accounted += 1
-        due = None if state.config.stop_at_pass_only else next_due(plan)
-        if due is not None and due - facts.now < interval:
-            state.schedule.add(due, key)
+        if index % YIELD_EVERY == 0:
+            await asyncio.sleep(0)  # let watch events in during a long pass
+            # A stop due meanwhile is not left for the end of the pass.
+            for urgent in state.schedule.pop_due(utcnow()) & facts.bodies.keys():
+                accounted += await account_one(state, facts, urgent, interval)
+        accounted += await account_one(state, facts, key, interval)
     state.view.forget_deletions_before(facts.now - TOMBSTONE_TTL)
     return accounted
 

@@ -38,6 +38,10 @@ class Runtime:
     notifier: notify.Notifier = field(default_factory=notify.Notifier)
     passes: PassTracker = field(default_factory=PassTracker)
     schedule: Schedule = field(default_factory=Schedule)
+    writing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    """Status writes in flight, per budget uid (one at a time per budget)."""
+    write_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
+    """Status writes in flight at once: half the client's threads, so stops never wait."""
     written: dict[str, TrainingBudgetStatus] = field(default_factory=dict)
     """The status last written per budget uid (newer than the cache's until it comes back)."""
     computed: dict[str, TrainingBudgetStatus] = field(default_factory=dict)
