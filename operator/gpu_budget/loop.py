@@ -185,14 +185,19 @@ async def account_budget(state: Runtime, facts: PassFacts, key: BudgetKey) -> Pl
 async def write_status(
     state: Runtime, key: BudgetKey, uid: str, status: TrainingBudgetStatus
 ) -> None:
+    # A write that hangs is a pass that hangs: the liveness probe sees both.
+    tracked = f"status:{uid}"
     try:
         async with state.write_slots:
+            state.passes.started(tracked, utcnow())  # waiting for a slot is not hanging
             await state.client.patch_status(
                 key[0], key[1], status.model_dump(mode="json", by_alias=True)
             )
     except Exception as error:  # not recorded as written: the next pass writes again
+        state.passes.failed(tracked, utcnow())
         log.warning("status write failed", namespace=key[0], budget=key[1], error=str(error))
     else:
+        state.passes.succeeded(tracked, utcnow())
         state.written[uid] = status
         metrics.STATUS_WRITES.inc()
     finally:
