@@ -343,6 +343,13 @@ def main() -> None:
     finally:
         print("\n" + table(results))
         print("cleaning up", flush=True)
+        # No operator serves the namespace any more: take its finalizer off the budgets
+        # (as the operator would after holding their workloads), or they stay Terminating.
+        for name in kubectl("get", "tb", "-n", NAMESPACE, "-o", "name", check=False).split():
+            kubectl(
+                "patch", name, "-n", NAMESPACE, "--type=merge",
+                "-p", '{"metadata":{"finalizers":null}}', check=False,
+            )  # fmt: skip
         kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
         kubectl("delete", "nodes", "-l", "gpubudget.dev/bench=sweep", "--wait=false", check=False)
 
