@@ -279,9 +279,10 @@ YIELD_EVERY = 50
 async def account_one(state: Runtime, facts: PassFacts, key: BudgetKey, interval: timedelta) -> int:
     """Account one budget, isolated: an exception is this budget's alone (counted, retried)."""
     try:
-        plan = await account_budget(state, facts, key)
+        with metrics.RECONCILE_SECONDS.time():
+            plan = await account_budget(state, facts, key)
     except Exception as error:
-        metrics.PASS_FAILURES.inc()
+        metrics.RECONCILE_ERRORS.inc()
         log.exception("budget pass failed", namespace=key[0], budget=key[1], error=str(error))
         return 0
     due = None if state.config.stop_at_pass_only else next_due(plan)

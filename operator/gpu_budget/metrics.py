@@ -36,11 +36,12 @@ ACTIONS = Counter(
 )
 RECONCILE_SECONDS = Histogram(
     "gpubudget_reconcile_duration_seconds",
-    "Duration of one accounting and enforcement pass over a budget.",
+    "Duration of one budget's part of an accounting pass (charge, decide, act).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 RECONCILE_ERRORS = Counter(
-    "gpubudget_reconcile_errors_total", "Accounting passes that failed and will be retried."
+    "gpubudget_reconcile_errors_total",
+    "Budget passes that raised and will be retried; other budgets are not affected.",
 )
 QUERY_SECONDS = Histogram(
     "gpubudget_prometheus_query_duration_seconds",
@@ -60,10 +61,6 @@ INVALID_OBJECTS = Counter(
 STATUS_WRITES = Counter(
     "gpubudget_status_writes_total",
     "TrainingBudget status writes; passes that changed nothing anyone acts on write none.",
-)
-PASS_FAILURES = Counter(
-    "gpubudget_pass_failures_total",
-    "Accounting passes of one budget that raised; other budgets are not affected.",
 )
 
 _awaiting: set[tuple[str, str]] = set()
