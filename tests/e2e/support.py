@@ -44,6 +44,16 @@ def apply(cluster: Any, manifest: dict[str, Any], context: str = "admin") -> Non
     )
 
 
+def ensure_shared_policy(cluster: Any) -> None:
+    """Apply the BudgetPolicy every e2e test shares (examples/policy.yaml), whole.
+
+    Idempotent and never deleted. Always the whole manifest: a test that found the
+    policy present and left it alone could be looking at a partial one another
+    worker was creating, and price its budgets with the wrong catalog.
+    """
+    apply(cluster, POLICY)
+
+
 def get(cluster: Any, kind: str, name: str, namespace: str) -> dict[str, Any]:
     out = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout
     return dict(json.loads(out))
@@ -157,7 +167,7 @@ def crds_and_policy(cluster: Any) -> None:
         "crd/budgetpolicies.gpubudget.dev",
     )
     # The policy is shared with every other e2e test and the demo: it stays.
-    apply(cluster, POLICY)
+    ensure_shared_policy(cluster)
 
 
 @pytest.fixture
@@ -165,7 +175,7 @@ def operator(
     cluster: Any, crds_and_policy: None, namespace: str, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
     # Shared and cluster-scoped: make sure another test run has not removed it.
-    apply(cluster, POLICY)
+    ensure_shared_policy(cluster)
     # Serving only the test's namespace keeps concurrent test runs from
     # enforcing each other's budgets.
     process = OperatorProcess(

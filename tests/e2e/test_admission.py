@@ -38,6 +38,7 @@ from tests.e2e.conftest import E2ECluster, KubectlError
 from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.support import (
     Receiver,
+    ensure_shared_policy,
     gpu_job,
     grant_ml_engineer,
     job_pods,
@@ -47,7 +48,6 @@ from tests.e2e.support import (
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_CRDS = REPO / "tests" / "e2e" / "crds"
-FIELD_MANAGER = "gpubudget-e2e-admission"
 OPERATOR_USER = "admin"
 NO_SUCH_BUDGET = "no-such-budget"
 
@@ -55,24 +55,7 @@ NO_SUCH_BUDGET = "no-such-budget"
 # ------------------------------------------------------------------------ helpers
 
 
-POLICY = {
-    "apiVersion": "gpubudget.dev/v1alpha1",
-    "kind": "BudgetPolicy",
-    "metadata": {"name": "default"},
-    "spec": {"financeGroups": ["finance"]},
-}
 NO_POLICY = "no params found for policy binding"
-
-
-def ensure_policy(cluster: E2ECluster) -> None:
-    """Apply the shared BudgetPolicy ``default`` with our own field manager, owning one field.
-
-    Idempotent, and never deleted: other tests own the rest of it.
-    """
-    cluster.kubectl(
-        "apply", "--server-side", f"--field-manager={FIELD_MANAGER}", "-f", "-",
-        input=json.dumps(POLICY),
-    )  # fmt: skip
 
 
 def kubectl(
@@ -91,7 +74,7 @@ def kubectl(
         result = cluster.kubectl(*args, context=context, check=False, input=input)
         if NO_POLICY not in result.stderr:
             break
-        ensure_policy(cluster)
+        ensure_shared_policy(cluster)
     if check and result.returncode != 0:
         raise KubectlError(result.returncode, result.args, result.stdout, result.stderr)
     return result
@@ -243,7 +226,7 @@ def policies(cluster: E2ECluster) -> None:
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(TEST_CRDS))
         crds += ["crd/pytorchjobs.kubeflow.org", "crd/jobsets.jobset.x-k8s.io"]
     cluster.kubectl("wait", "--for=condition=Established", *crds)
-    ensure_policy(cluster)
+    ensure_shared_policy(cluster)
     cluster.kubectl(
         "apply",
         "--server-side",

@@ -42,7 +42,13 @@ from gpu_budget.plan import APPROVED_BY_ANNOTATION
 from gpu_budget.workloads import HELD_ANNOTATION
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.operator_process import OperatorProcess
-from tests.e2e.support import POLICY, gpu_job, grant_ml_engineer, job_pods, running_pods
+from tests.e2e.support import (
+    ensure_shared_policy,
+    gpu_job,
+    grant_ml_engineer,
+    job_pods,
+    running_pods,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "gpu-budget-operator"
@@ -154,14 +160,6 @@ def kubectl_json(
 
 def get(cluster: E2ECluster, kind: str, name: str, namespace: str) -> dict[str, Any]:
     return kubectl_json(cluster, "get", kind, name, "-n", namespace)
-
-
-def ensure_shared_policy(cluster: E2ECluster) -> None:
-    """The BudgetPolicy every e2e test shares (examples/policy.yaml); never deleted here."""
-    if cluster.kubectl("get", "budgetpolicy", "default", check=False).returncode != 0:
-        cluster.kubectl(
-            "apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(POLICY)
-        )
 
 
 def ensure_crds(cluster: E2ECluster) -> None:

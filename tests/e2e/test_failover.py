@@ -23,12 +23,18 @@ import pytest
 
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.operator_process import OperatorProcess
-from tests.e2e.support import budget, gpu_job, job_pods, parse_time, running_pods
+from tests.e2e.support import (
+    budget,
+    ensure_shared_policy,
+    gpu_job,
+    job_pods,
+    parse_time,
+    running_pods,
+)
 from tests.e2e.test_chart import (
     POLICIES_LABEL,
     Release,
     ensure_crds,
-    ensure_shared_policy,
     free_port,
     get,
     operator_reasons,
