@@ -89,9 +89,30 @@ class ApiSession:
     def url(self, path: str) -> str:
         return str(self._config.host).rstrip("/") + path
 
+    async def merge_patch(self, path: str, body: Mapping[str, Any]) -> None:
+        """A JSON merge patch; the object sent back is not parsed (nobody reads it)."""
+        async with self.session.patch(
+            self.url(path),
+            data=json.dumps(body),
+            headers={**self.headers(), "Content-Type": "application/merge-patch+json"},
+        ) as response:
+            if response.status >= 400:
+                raise ApiError(
+                    response.status, (await response.read())[:1000].decode(errors="replace")
+                )
+            await response.release()
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+class ApiError(Exception):
+    """The API server refused a request."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
 
 
 class Gone(Exception):
@@ -120,13 +141,16 @@ class Cache(Generic[T]):
     def __len__(self) -> int:
         return len(self.items)
 
-    def _store(self, obj: Mapping[str, Any]) -> None:
+    def _parsed(self, obj: Mapping[str, Any]) -> tuple[str, T | None]:
         uid = str((obj.get("metadata") or {}).get("uid", ""))
         try:
-            facts = self.parse(obj)
+            return uid, self.parse(obj)
         except Exception as error:  # one bad object must not end the watch
             log.error("unparsable object", resource=self.resource.path, uid=uid, error=str(error))
-            facts = None
+            return uid, None
+
+    def _store(self, obj: Mapping[str, Any]) -> None:
+        uid, facts = self._parsed(obj)
         if facts is None:
             self.items.pop(uid, None)
         else:
@@ -144,14 +168,12 @@ class Cache(Generic[T]):
             if self.on_change is not None:
                 self.on_change(obj)
 
-    def replace(self, objects: list[Mapping[str, Any]]) -> None:
-        """A full listing; objects missing from it were deleted while nobody watched."""
-        before = set(self.items)
-        self.items = {}
-        for obj in objects:
-            self._store(obj)
+    def replace(self, items: dict[str, T]) -> None:
+        """A full listing, parsed; objects missing from it were deleted while nobody watched."""
+        gone = set(self.items) - set(items)
+        self.items = items
         if self.on_delete is not None:
-            for uid in before - set(self.items):
+            for uid in gone:
                 self.on_delete({"metadata": {"uid": uid}})
 
     async def run(self, api: ApiSession) -> None:
@@ -172,7 +194,10 @@ class Cache(Generic[T]):
                 await asyncio.sleep(RETRY_SECONDS)
 
     async def _list(self, api: ApiSession) -> str:
-        objects: list[Mapping[str, Any]] = []
+        # Each page is parsed as it arrives and its bodies dropped: the peak memory of a
+        # start is one page of bodies plus the facts, not every body of the kind at once.
+        items: dict[str, T] = {}
+        listed = 0
         token: str | None = None
         version = ""
         while True:
@@ -185,20 +210,24 @@ class Cache(Generic[T]):
                 if response.status == 404:
                     # The kind is not installed (no JobSet CRD): there is nothing of it, so
                     # the cache is ready, and it looks again in a while.
-                    self.replace([])
+                    self.replace({})
                     self.ready.set()
                     await asyncio.sleep(ABSENT_KIND_RETRY_SECONDS)
                     raise Gone()
                 response.raise_for_status()
                 page = json.loads(await response.read())
-            objects.extend(page.get("items") or [])
+            for obj in page.pop("items", None) or []:
+                listed += 1
+                uid, facts = self._parsed(obj)
+                if facts is not None:
+                    items[uid] = facts
             meta = page.get("metadata") or {}
             version = str(meta.get("resourceVersion", ""))
             token = meta.get("continue") or None
             if not token:
                 break
-        self.replace(objects)
-        log.info("listed", resource=self.resource.path, objects=len(objects), kept=len(self))
+        self.replace(items)
+        log.info("listed", resource=self.resource.path, objects=listed, kept=len(self))
         return version
 
     async def _watch(self, api: ApiSession, version: str) -> str:
