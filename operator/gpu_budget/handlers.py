@@ -1,14 +1,14 @@
-"""The kopf shell: lifecycle, the host of the accounting loop, deletions, liveness.
+"""The kopf shell: lifecycle, the host of the accounting loop, liveness.
 
 Facts come from the operator's own watch-fed caches (:mod:`gpu_budget.view`),
 which start with the process (a standby replica keeps them warm, so a failover
 does not wait for a listing); one accounting loop (:mod:`gpu_budget.loop`)
-passes over every budget. kopf provides what it is good at: peering (one
-active replica), the finalizer on budgets, admission webhooks, the liveness
-endpoint. What the operator knows that must outlive it is written to the
-TrainingBudget's status and the workloads' annotations; the in-memory state
-(caches, the utilisation snapshot, statuses not yet written) is rebuilt from
-the cluster on start.
+passes over every budget, and holds the workloads of deleted ones before it
+takes its finalizer off them. kopf provides what it is good at: peering (one
+active replica), admission webhooks, the liveness endpoint. What the operator
+knows that must outlive it is written to the TrainingBudget's status and the
+workloads' annotations; the in-memory state (caches, the utilisation snapshot,
+statuses not yet written) is rebuilt from the cluster on start.
 """
 
 from __future__ import annotations
@@ -22,15 +22,11 @@ from typing import Any
 import kopf
 import structlog
 
-from gpu_budget import FINALIZER, GROUP, VERSION, metrics
-from gpu_budget.actions import hold_and_record
+from gpu_budget import GROUP, metrics
 from gpu_budget.config import OperatorConfig
-from gpu_budget.enforcement import StopReason
-from gpu_budget.inheritance import record_for
 from gpu_budget.liveness import stuck
-from gpu_budget.loop import accounting_input, gather_pass, run_loop
-from gpu_budget.plan import plan_pass
-from gpu_budget.runtime import Runtime, newest_status, runtime
+from gpu_budget.loop import run_loop
+from gpu_budget.runtime import Runtime, runtime
 from gpu_budget.utilization import PrometheusUtilizationSource, UtilizationSnapshot
 from gpu_budget.view import utcnow
 
@@ -46,9 +42,6 @@ the active replica runs the loop."""
 
 
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # Our own finalizer name: the finalizer guard policy lets only the operator
-    # remove it, so a budget cannot be deleted without its workloads being held.
-    settings.persistence.finalizer = FINALIZER
     # kopf's bookkeeping in annotations, so status has one owner.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -79,6 +72,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     state = runtime(memo)
     await state.notifier.stop()
     await state.view.stop()
+    await state.client.close()
     if state.poller is not None:
         state.poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -118,51 +112,7 @@ async def accounting(stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> 
     await run_loop(runtime(memo), lambda: bool(stopped))
 
 
-# ------------------------------------------------------------------ deletion
-
-
-async def hold_workloads_of_deleted_budget(
-    *,
-    name: str,
-    namespace: str | None,
-    meta: kopf.Meta,
-    status: kopf.Status,
-    memo: kopf.Memo,
-    **_: Any,
-) -> None:
-    """A deleted budget leaves no workload unbudgeted, and no spend forgotten.
-
-    A last pass charges the budget up to now; its workloads are held and carry
-    its spend record, so a budget of the same name created later carries on
-    from there (with the same stop, if it was stopped). Killed workloads stay
-    killed. kopf removes the finalizer only once this has succeeded.
-    """
-    assert namespace is not None
-    state = runtime(memo)
-    metrics.forget_budget(namespace, name)
-    key = (namespace, name)
-    uid = str(meta.get("uid"))
-    facts = gather_pass(state)
-    previous = newest_status(state, uid, status)
-    record = None
-    if key in facts.deleting:
-        plan = plan_pass(
-            accounting_input(state, facts, key, previous),
-            dict(meta.annotations),
-        )
-        record = record_for(plan.status, uid, utcnow())
-    else:  # not (or no longer) in the cache: its last known status
-        record = record_for(previous, uid, utcnow())
-    await hold_and_record(
-        state,
-        facts.workloads.get(key, []),
-        record,
-        StopReason.BUDGET_DELETED,
-        f"TrainingBudget {name} was deleted; held until a budget {name} allows it. What it "
-        "spent stays on record: a new budget of that name carries it on.",
-    )
-    for memory in (state.computed, state.written, state.seen):
-        memory.pop(uid, None)
+# ------------------------------------------------------------------ liveness
 
 
 def probe_accounting(memo: kopf.Memo, **_: Any) -> str:
@@ -208,6 +158,3 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         probe_accounting
     )
     host_the_loop(registry)
-    kopf.on.delete(GROUP, VERSION, "trainingbudgets", registry=registry)(
-        hold_workloads_of_deleted_budget
-    )

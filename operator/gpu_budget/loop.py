@@ -8,6 +8,11 @@ thresholds go into one schedule (a heap) that wakes the loop at the earliest
 of them, for just the budgets due, so a stop lands on time without a sleeping
 handler per budget. Each budget's pass is its own: an exception in one is
 counted and the others go on.
+
+The loop also keeps the operator's finalizer on every budget and takes it off a
+deleted one once its workloads are held with its spend record, so deletions need
+no watch of their own (kopf's per-object handling of every status write was a
+second cost per write).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 import kopf
 import structlog
 
-from gpu_budget import BUDGET_LABEL, metrics
+from gpu_budget import BUDGET_LABEL, FINALIZER, metrics
 from gpu_budget.accounting import AccountingInput
 from gpu_budget.actions import (
     carry_out,
@@ -241,9 +246,71 @@ async def hold_vanished(state: Runtime, facts: PassFacts) -> None:
             StopReason.BUDGET_DELETED,
             f"TrainingBudget {key[1]} is gone; held until a budget {key[1]} allows it.",
         )
-        state.computed.pop(uid, None)
-        state.written.pop(uid, None)
-        state.seen.pop(uid, None)
+        for memory in (state.computed, state.written, state.seen, state.finalizing):
+            memory.pop(uid, None)
+
+
+async def keep_finalizers(state: Runtime, facts: PassFacts) -> None:
+    """Put the operator's finalizer on every budget that lacks it.
+
+    The patch names the resourceVersion it read, so it never drops a finalizer
+    someone added meanwhile (a conflict is tried again at the next pass).
+    """
+    for key, body in facts.bodies.items():
+        meta = body["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        version = str(meta.get("resourceVersion", ""))
+        if FINALIZER in finalizers or state.finalizing.get(str(meta["uid"])) == version:
+            continue
+        state.finalizing[str(meta["uid"])] = version  # one patch per version, not per pass
+        try:
+            await state.client.patch_finalizers(key[0], key[1], [*finalizers, FINALIZER], version)
+        except Exception as error:
+            state.finalizing.pop(str(meta["uid"]), None)  # tried again at the next pass
+            log.warning("finalizer not added", namespace=key[0], budget=key[1], error=str(error))
+
+
+async def release_deleted(state: Runtime, facts: PassFacts) -> None:
+    """A deleted budget leaves no workload unbudgeted, and no spend forgotten.
+
+    A last pass charges the budget up to now; its workloads are held and carry
+    its spend record, so a budget of the same name created later carries on
+    from there (with the same stop, if it was stopped). Killed workloads stay
+    killed. The finalizer comes off only once that has succeeded; a failure is
+    tried again at the next pass.
+    """
+    for key, body in facts.deleting.items():
+        meta = body["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        uid = str(meta["uid"])
+        version = str(meta.get("resourceVersion", ""))
+        if FINALIZER not in finalizers or state.finalizing.get(uid) == version:
+            continue
+        try:
+            previous = newest_status(state, uid, body.get("status") or {})
+            plan = plan_pass(
+                accounting_input(state, facts, key, previous), meta.get("annotations") or {}
+            )
+            await hold_and_record(
+                state,
+                facts.workloads.get(key, []),
+                record_for(plan.status, uid, utcnow()),
+                StopReason.BUDGET_DELETED,
+                f"TrainingBudget {key[1]} was deleted; held until a budget {key[1]} allows it. "
+                "What it spent stays on record: a new budget of that name carries it on.",
+            )
+            rest = [f for f in finalizers if f != FINALIZER]
+            await state.client.patch_finalizers(key[0], key[1], rest, version)
+        except Exception as error:
+            metrics.RECONCILE_ERRORS.inc()
+            log.exception(
+                "deleted budget not released", namespace=key[0], budget=key[1], error=str(error)
+            )
+            continue
+        state.finalizing[uid] = version
+        metrics.forget_budget(key[0], key[1])
+        for memory in (state.computed, state.written, state.seen):
+            memory.pop(uid, None)
 
 
 def report_unreadable(state: Runtime, facts: PassFacts) -> None:
@@ -294,7 +361,9 @@ async def account_one(state: Runtime, facts: PassFacts, key: BudgetKey, interval
 async def run_pass(state: Runtime, only: set[BudgetKey] | None) -> int:
     """One pass over every budget with something to do (or just ``only``); budgets accounted."""
     facts = gather_pass(state)
+    await release_deleted(state, facts)
     await hold_vanished(state, facts)
+    await keep_finalizers(state, facts)
     await hold_budgetless(state, facts)
     report_unreadable(state, facts)
     keys = list(facts.bodies) if only is None else [k for k in only if k in facts.bodies]

@@ -57,6 +57,8 @@ KUBE_CALLS: dict[str, str] = {
     "annotate_pod": "patch pods (the gpubudget.dev/stop-at checkpoint warning)",
     "get": "get the controller a new labelled workload or pod names (admission's owner check)",
     "patch_status": "patch trainingbudgets/status (the accounting pass writes it itself)",
+    "patch_finalizers": "patch trainingbudgets (the loop adds and removes its finalizer)",
+    "close": "nothing: closes the client's connections",
     "delete_pod": "delete pods whose grace period is above the policy's bound, with that bound",
 }
 """The public methods of :class:`gpu_budget.kube.ClusterClient` and what they call.
@@ -226,6 +228,7 @@ def access(
     grant("", "pods", "patch")  # annotate_pod
     grant("", "pods", "delete")  # delete_pod
     grant(GROUP, "trainingbudgets/status", "patch")  # patch_status
+    grant(GROUP, "trainingbudgets", "patch")  # patch_finalizers
     for adapter in CONTROLLERS:
         grant(adapter.group, adapter.plural, "get")  # get: admission's owner check
 

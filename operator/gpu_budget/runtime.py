@@ -40,14 +40,17 @@ class Runtime:
     schedule: Schedule = field(default_factory=Schedule)
     writing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     """Status writes in flight, per budget uid (one at a time per budget)."""
-    write_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
-    """Status writes in flight at once: half the client's threads, so stops never wait."""
+    write_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
+    """Status writes in flight at once (on the event loop; stops use the client's threads)."""
     written: dict[str, TrainingBudgetStatus] = field(default_factory=dict)
     """The status last written per budget uid (newer than the cache's until it comes back)."""
     computed: dict[str, TrainingBudgetStatus] = field(default_factory=dict)
     """The status last computed per budget uid, written or not: the next pass starts there."""
     seen: dict[str, tuple[object, ...]] = field(default_factory=dict)
     """Per budget uid, what it looked like when last accounted (see loop.fingerprint)."""
+    finalizing: dict[str, str] = field(default_factory=dict)
+    """Per budget uid, the resourceVersion whose finalizers were last patched: one patch per
+    version, while its watch event is on its way."""
     policy: BudgetPolicySpec | None = None
     """The last BudgetPolicy that parsed; a malformed edit does not unset it."""
     reported_invalid: set[str] = field(default_factory=set)

@@ -401,7 +401,7 @@ def test_install_approve_enforce_upgrade_uninstall(
             )
 
     finally:
-        # Budgets carry kopf's finalizer: delete them while the operator runs.
+        # Budgets carry the operator's finalizer: delete them while the operator runs.
         cluster.kubectl("delete", "job", "--all", "-n", namespace, "--wait=false", check=False)
         cluster.kubectl(
             "delete", "trainingbudgets", "--all", "-n", namespace, "--timeout=60s", check=False

@@ -142,7 +142,7 @@ def test_killing_the_active_replica_fails_over_without_double_enforcement(
         # The standby's kopf found its peer dead and took over; the dead one did nothing more.
         assert "Resuming operations" in standby.log_text()
     finally:
-        # The budget carries kopf's finalizer: delete it while a replica runs.
+        # The budget carries the operator's finalizer: delete it while a replica runs.
         cluster.kubectl("delete", "job", "train", "-n", namespace, "--wait=false", check=False)
         cluster.kubectl("delete", "tb", "run", "-n", namespace, "--timeout=60s", check=False)
         for replica in replicas:
