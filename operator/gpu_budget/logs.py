@@ -25,8 +25,8 @@ def configure(verbose: bool = False) -> None:
     )
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON, log_refkey="object")
     if not verbose:
-        # kopf logs every handler success at INFO: with a timer per budget that
-        # is a line per budget per second. Our own lines say what was decided.
+        # kopf logs every handler success at INFO (a line per webhook call).
+        # Our own lines say what was decided.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         # urllib3 repeats the whole Prometheus query URL on every retry.
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)

@@ -79,8 +79,8 @@ def gather_pass(state: Runtime) -> PassFacts:
         (b for b in view.policies if b["metadata"]["name"] == state.config.policy_name), None
     )
     return PassFacts(
-        # A budget being deleted is its deletion handler's: the loop neither accounts it
-        # (and so never resumes what the handler holds) nor calls its workloads budgetless.
+        # A budget being deleted is only released (release_deleted): the loop neither
+        # accounts it (and so never resumes what it holds) nor calls its workloads budgetless.
         bodies={k: b for k, b in bodies.items() if not b["metadata"].get("deletionTimestamp")},
         deleting={k: b for k, b in bodies.items() if b["metadata"].get("deletionTimestamp")},
         workloads=workloads,
@@ -232,7 +232,8 @@ async def hold_budgetless(state: Runtime, facts: PassFacts) -> None:
 
 
 async def hold_vanished(state: Runtime, facts: PassFacts) -> None:
-    """Budgets gone without the operator's deletion handler: hold and record their workloads."""
+    """Budgets gone without their finalizer (an admin's, or before it was added): hold and
+    record their workloads."""
     while state.view.vanished:
         obj = state.view.vanished.pop()
         meta = obj.get("metadata") or {}
