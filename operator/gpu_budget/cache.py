@@ -90,17 +90,19 @@ class ApiSession:
         return str(self._config.host).rstrip("/") + path
 
     async def merge_patch(self, path: str, body: Mapping[str, Any]) -> None:
-        """A JSON merge patch; the object sent back is not parsed (nobody reads it)."""
+        """A JSON merge patch; the object sent back is read but not parsed (nobody needs it).
+
+        Read to the end: aiohttp closes, rather than reuses, a connection whose answer was
+        left unread, and a new TLS handshake per write was a tenth of the operator's CPU.
+        """
         async with self.session.patch(
             self.url(path),
             data=json.dumps(body),
             headers={**self.headers(), "Content-Type": "application/merge-patch+json"},
         ) as response:
+            answer = await response.read()
             if response.status >= 400:
-                raise ApiError(
-                    response.status, (await response.read())[:1000].decode(errors="replace")
-                )
-            await response.release()
+                raise ApiError(response.status, answer[:1000].decode(errors="replace"))
 
     async def close(self) -> None:
         if self._session is not None:
