@@ -87,6 +87,8 @@ class EnforcementDecision(BaseModel):
     """When the run will be stopped if the burn rate holds; None when it is not heading there."""
     checkpoint: bool
     """The stop is within the checkpoint lead: annotate pods with ``stop_at``."""
+    checkpoint_at: datetime | None = None
+    """When the stop comes within the checkpoint lead (the loop wakes then to warn)."""
     acted: bool
     """This pass stops the run (suspend or kill), or raises the cap alert."""
     idle_since: datetime | None
@@ -140,6 +142,7 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
         *,
         stop_at: datetime | None = None,
         checkpoint: bool = False,
+        checkpoint_at: datetime | None = None,
         acted: bool = False,
         stopped_at_generation: int | None = None,
         warned_now: list[float] | None = None,
@@ -155,6 +158,7 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
             warned=warned_now if warned_now is not None else warned,
             stop_at=stop_at,
             checkpoint=checkpoint,
+            checkpoint_at=checkpoint_at,
             acted=acted,
             idle_since=idle_since_now or idle_since,
             idle_alert=idle_alert,
@@ -293,8 +297,8 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
             limit_at_stop=limit,
         )
 
-    checkpoint = (
-        stop_at is not None and (stop_at - now).total_seconds() <= facts.checkpoint_lead_seconds
+    checkpoint_at = (
+        None if stop_at is None else stop_at - timedelta(seconds=facts.checkpoint_lead_seconds)
     )
     return decision(
         Desired.RUN,
@@ -302,7 +306,8 @@ def decide(facts: EnforcementInput) -> EnforcementDecision:
         "WithinBudget",
         f"Spent ${facts.spent:,.2f} of ${limit:,.2f}.",
         stop_at=stop_at,
-        checkpoint=checkpoint,
+        checkpoint=checkpoint_at is not None and checkpoint_at <= now,
+        checkpoint_at=checkpoint_at,
     )
 
 

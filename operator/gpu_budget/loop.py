@@ -129,12 +129,18 @@ def fingerprint(facts: PassFacts, key: BudgetKey, policy_version: str) -> tuple[
                 (w.uid, w.state, w.suspended, w.held, w.killed, w.spend_record) for w in workloads
             )
         ),
-        tuple(sorted(pod.uid for pod in facts.pods.get(key, []))),
+        # A pod that starts or ends changes the burn rate, and so the predicted stop.
+        tuple(
+            sorted((pod.uid, pod.running_since, pod.ended_at) for pod in facts.pods.get(key, []))
+        ),
     )
 
 
-def next_due(plan: Plan) -> datetime | None:
-    moments = [m for m in (plan.decision.stop_at, plan.decision.next_threshold_at) if m]
+def next_due(plan: Plan, now: datetime) -> datetime | None:
+    """The budget's next instant that needs a pass: its stop, a threshold, a checkpoint warning."""
+    decision = plan.decision
+    checkpoint = None if decision.checkpoint else decision.checkpoint_at
+    moments = [m for m in (decision.stop_at, decision.next_threshold_at, checkpoint) if m]
     return min(moments, default=None)
 
 
@@ -149,11 +155,25 @@ async def sleep_until(moment: datetime, stopped: Callable[[], bool], woken: asyn
 
 
 def has_work(state: Runtime, facts: PassFacts, key: BudgetKey) -> bool:
-    """Pods holding GPUs, or something changed since the budget was last accounted."""
-    if any(pod.holds_gpus for pod in facts.pods.get(key, [])):
+    """Whether a full pass must account this budget.
+
+    When something changed since it was last accounted; or it runs and either its
+    written spend is getting old or it has an idle rule (utilisation is read at
+    every pass). A running budget with none of these is left alone: its stop, its
+    next threshold, its checkpoint warning and its rewrite are in the schedule,
+    which wakes the loop for it at those instants.
+    """
+    body = facts.bodies[key]
+    uid = str(body["metadata"]["uid"])
+    if state.seen.get(uid) != fingerprint(facts, key, facts.policy_version):
         return True
-    uid = str(facts.bodies[key]["metadata"]["uid"])
-    return state.seen.get(uid) != fingerprint(facts, key, facts.policy_version)
+    if not any(pod.holds_gpus for pod in facts.pods.get(key, [])):
+        return False
+    if ((body.get("spec") or {}).get("enforcement") or {}).get("idle"):
+        return True
+    written = state.written.get(uid)
+    last = None if written is None else written.last_accounted_at
+    return last is None or facts.now - last >= staleness_bound(state.config.accounting_interval)
 
 
 async def account_budget(state: Runtime, facts: PassFacts, key: BudgetKey) -> Plan:
@@ -344,7 +364,7 @@ YIELD_EVERY = 50
 """Budgets a full pass accounts between looks at the schedule and the watches."""
 
 
-async def account_one(state: Runtime, facts: PassFacts, key: BudgetKey, interval: timedelta) -> int:
+async def account_one(state: Runtime, facts: PassFacts, key: BudgetKey) -> int:
     """Account one budget, isolated: an exception is this budget's alone (counted, retried)."""
     try:
         with metrics.RECONCILE_SECONDS.time():
@@ -353,8 +373,8 @@ async def account_one(state: Runtime, facts: PassFacts, key: BudgetKey, interval
         metrics.RECONCILE_ERRORS.inc()
         log.exception("budget pass failed", namespace=key[0], budget=key[1], error=str(error))
         return 0
-    due = None if state.config.stop_at_pass_only else next_due(plan)
-    if due is not None and due - facts.now < interval:
+    due = None if state.config.stop_at_pass_only else next_due(plan, facts.now)
+    if due is not None:
         state.schedule.add(due, key)
     return 1
 
@@ -368,7 +388,6 @@ async def run_pass(state: Runtime, only: set[BudgetKey] | None) -> int:
     await hold_budgetless(state, facts)
     report_unreadable(state, facts)
     keys = list(facts.bodies) if only is None else [k for k in only if k in facts.bodies]
-    interval = timedelta(seconds=state.config.accounting_interval)
     accounted = 0
     for index, key in enumerate(keys):
         if only is None and not has_work(state, facts, key):
@@ -377,8 +396,8 @@ async def run_pass(state: Runtime, only: set[BudgetKey] | None) -> int:
             await asyncio.sleep(0)  # let watch events in during a long pass
             # A stop due meanwhile is not left for the end of the pass.
             for urgent in state.schedule.pop_due(utcnow()) & facts.bodies.keys():
-                accounted += await account_one(state, facts, urgent, interval)
-        accounted += await account_one(state, facts, key, interval)
+                accounted += await account_one(state, facts, urgent)
+        accounted += await account_one(state, facts, key)
     state.view.forget_deletions_before(facts.now - TOMBSTONE_TTL)
     return accounted
 
