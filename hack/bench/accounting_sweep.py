@@ -290,6 +290,9 @@ def main() -> None:
     parser.add_argument("--measure", type=float, default=60.0, help="seconds sampled per row")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument(
+        "--keep", action="store_true", help="leave the nodes, budgets and pods for the next run"
+    )
+    parser.add_argument(
         "--skip-rows",
         type=int,
         default=0,
@@ -342,16 +345,19 @@ def main() -> None:
             print_result(baseline)
     finally:
         print("\n" + table(results))
-        print("cleaning up", flush=True)
-        # No operator serves the namespace any more: take its finalizer off the budgets
-        # (as the operator would after holding their workloads), or they stay Terminating.
-        for name in kubectl("get", "tb", "-n", NAMESPACE, "-o", "name", check=False).split():
+        if not args.keep:
+            print("cleaning up", flush=True)
+            # No operator serves the namespace any more: take its finalizer off the budgets
+            # (as the operator would after holding their workloads), or they stay Terminating.
+            for name in kubectl("get", "tb", "-n", NAMESPACE, "-o", "name", check=False).split():
+                kubectl(
+                    "patch", name, "-n", NAMESPACE, "--type=merge",
+                    "-p", '{"metadata":{"finalizers":null}}', check=False,
+                )  # fmt: skip
+            kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
             kubectl(
-                "patch", name, "-n", NAMESPACE, "--type=merge",
-                "-p", '{"metadata":{"finalizers":null}}', check=False,
-            )  # fmt: skip
-        kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
-        kubectl("delete", "nodes", "-l", "gpubudget.dev/bench=sweep", "--wait=false", check=False)
+                "delete", "nodes", "-l", "gpubudget.dev/bench=sweep", "--wait=false", check=False
+            )
 
 
 def print_result(result: dict[str, Any]) -> None:
