@@ -91,12 +91,14 @@ class ClusterClient:
         )
 
     async def patch_finalizers(
-        self, namespace: str, name: str, finalizers: list[str], version: str
+        self, namespace: str, name: str, finalizers: list[str], version: str | None
     ) -> None:
-        """Set a TrainingBudget's finalizers, only if it is still at ``version`` (else 409)."""
+        """Set a TrainingBudget's finalizers; with ``version``, only if it is still at it (409)."""
+        meta: dict[str, Any] = {"finalizers": finalizers}
+        if version is not None:
+            meta["resourceVersion"] = version
         await self._http.merge_patch(
-            f"{BUDGETS_PATH.format(namespace=namespace)}/{name}",
-            {"metadata": {"finalizers": finalizers, "resourceVersion": version}},
+            f"{BUDGETS_PATH.format(namespace=namespace)}/{name}", {"metadata": meta}
         )
 
     async def close(self) -> None:
