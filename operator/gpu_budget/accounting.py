@@ -14,6 +14,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 
 from gpu_budget import conditions as cond
+from gpu_budget.estimate import price_estimate
 from gpu_budget.gpus import gpu_count
 from gpu_budget.inheritance import inherit
 from gpu_budget.ledger import ChargeRates, advance
@@ -24,8 +25,8 @@ from gpu_budget.models import (
     TrainingBudgetStatus,
     WorkloadRef,
 )
+from gpu_budget.node_pricing import NodeFacts, NodePrice, price_node
 from gpu_budget.pods import PodFacts
-from gpu_budget.pricing import NodeFacts, NodePrice, price_estimate, price_node
 from gpu_budget.utilization import UtilizationSnapshot
 from gpu_budget.workloads import WorkloadFacts
 

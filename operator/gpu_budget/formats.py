@@ -9,7 +9,15 @@ have their own parser in :mod:`gpu_budget.gpus`.)
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
+
+_THOUSANDS = re.compile(r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?")
+"""Where commas may stand in an amount: between groups of three digits, before any point.
+
+``1,5`` is refused rather than read as 15: it is more likely a decimal comma
+(one and a half), and a misread amount is worse than a refused one.
+"""
 
 
 class FormatError(ValueError):
@@ -17,10 +25,19 @@ class FormatError(ValueError):
 
 
 def parse_usd(raw: object) -> float:
-    """A non-negative amount of USD: ``20000``, ``$20,000``, ``20_000.50``."""
+    """A non-negative amount of USD: ``20000``, ``$20,000``, ``20_000.50``, ``1.25e1``.
+
+    Commas only group thousands (see ``_THOUSANDS``). This is the one reading of
+    a USD amount someone wrote: approvals and node price annotations alike.
+    """
     if isinstance(raw, bool) or not isinstance(raw, str | int | float):
         raise FormatError(f"{raw!r} is not an amount of USD")
-    text = str(raw).strip().removeprefix("$").replace(",", "").replace("_", "")
+    text = str(raw).strip().removeprefix("$").strip()
+    if "," in text:
+        if _THOUSANDS.fullmatch(text) is None:
+            raise FormatError(f"{raw!r} is not a number of USD (commas only group thousands)")
+        text = text.replace(",", "")
+    text = text.replace("_", "")
     try:
         value = float(text)
     except ValueError:

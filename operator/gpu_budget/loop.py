@@ -40,9 +40,9 @@ from gpu_budget.attribution import effective_owner
 from gpu_budget.enforcement import StopReason
 from gpu_budget.inheritance import record_for
 from gpu_budget.models import BudgetPolicySpec, TrainingBudgetSpec, TrainingBudgetStatus
+from gpu_budget.node_pricing import NodeFacts
 from gpu_budget.plan import Plan, plan_pass
 from gpu_budget.pods import PodFacts
-from gpu_budget.pricing import NodeFacts
 from gpu_budget.runtime import Runtime, current_policy, newest_status
 from gpu_budget.schedule import BudgetKey
 from gpu_budget.view import utcnow

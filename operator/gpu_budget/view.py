@@ -20,8 +20,8 @@ import structlog
 
 from gpu_budget import BUDGET_LABEL, GROUP, VERSION
 from gpu_budget.cache import ApiSession, Cache, Resource
+from gpu_budget.node_pricing import NodeFacts
 from gpu_budget.pods import PodFacts, has_extended_resources
-from gpu_budget.pricing import NodeFacts
 from gpu_budget.schedule import BudgetKey
 from gpu_budget.workloads import ADAPTERS, WorkloadAdapter, WorkloadFacts
 from gpu_budget.workloads.base import MAX_OWNER_DEPTH, controller_of

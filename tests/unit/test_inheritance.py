@@ -33,9 +33,9 @@ from gpu_budget.models import (
     TrainingBudgetSpec,
     TrainingBudgetStatus,
 )
+from gpu_budget.node_pricing import NodeFacts
 from gpu_budget.plan import Plan, plan_pass
 from gpu_budget.pods import PodFacts
-from gpu_budget.pricing import NodeFacts
 from gpu_budget.utilization import UtilizationSnapshot
 from gpu_budget.workloads import WorkloadFacts, WorkloadState
 

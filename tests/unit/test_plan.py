@@ -26,9 +26,9 @@ from gpu_budget.models import (
     TrainingBudgetSpec,
     TrainingBudgetStatus,
 )
+from gpu_budget.node_pricing import NodeFacts
 from gpu_budget.plan import Plan, PodDeletion, effective_action, plan_pass
 from gpu_budget.pods import STOP_AT_ANNOTATION, PodFacts
-from gpu_budget.pricing import NodeFacts
 from gpu_budget.utilization import UtilizationSnapshot
 from gpu_budget.workloads import HELD_ANNOTATION, KILLED_ANNOTATION, JobAdapter
 
