@@ -14,6 +14,7 @@ from gpu_budget.formats import FormatError, optional_time, parse_time, parse_usd
     [
         ("20000", 20000.0),
         ("$20,000", 20000.0),
+        ("1,234,567.5", 1234567.5),
         ("20_000.50", 20000.5),
         (" $1,000 ", 1000.0),
         ("0", 0.0),
@@ -27,7 +28,25 @@ def test_parse_usd_reads_amounts(raw: object, expected: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", ["lots", "", "-5", "$-1", "nan", "inf", "-inf", "1e999", True, None, [1], {"a": 1}]
+    # A comma is a thousands separator only: "1,5" is likely a decimal comma, not 15.
+    "raw",
+    [
+        "1,5",
+        "12,34",
+        ",100",
+        "lots",
+        "",
+        "-5",
+        "$-1",
+        "nan",
+        "inf",
+        "-inf",
+        "1e999",
+        True,
+        None,
+        [1],
+        {"a": 1},
+    ],
 )
 def test_parse_usd_refuses_what_is_no_amount(raw: object) -> None:
     with pytest.raises(FormatError, match=r"USD"):
