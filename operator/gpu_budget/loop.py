@@ -136,7 +136,7 @@ def fingerprint(facts: PassFacts, key: BudgetKey, policy_version: str) -> tuple[
     )
 
 
-def next_due(plan: Plan, now: datetime) -> datetime | None:
+def next_due(plan: Plan) -> datetime | None:
     """The budget's next instant that needs a pass: its stop, a threshold, a checkpoint warning."""
     decision = plan.decision
     checkpoint = None if decision.checkpoint else decision.checkpoint_at
@@ -280,14 +280,15 @@ async def keep_finalizers(state: Runtime, facts: PassFacts) -> None:
     for key, body in facts.bodies.items():
         meta = body["metadata"]
         finalizers = list(meta.get("finalizers") or [])
+        uid = str(meta["uid"])
         version = str(meta.get("resourceVersion", ""))
-        if FINALIZER in finalizers or state.finalizing.get(str(meta["uid"])) == version:
+        if FINALIZER in finalizers or state.finalizing.get(uid) == version:
             continue
-        state.finalizing[str(meta["uid"])] = version  # one patch per version, not per pass
+        state.finalizing[uid] = version  # one patch per version, not per pass
         try:
             await state.client.patch_finalizers(key[0], key[1], [*finalizers, FINALIZER], version)
         except Exception as error:
-            state.finalizing.pop(str(meta["uid"]), None)  # tried again at the next pass
+            state.finalizing.pop(uid, None)  # tried again at the next pass
             log.warning("finalizer not added", namespace=key[0], budget=key[1], error=str(error))
 
 
@@ -375,7 +376,7 @@ async def account_one(state: Runtime, facts: PassFacts, key: BudgetKey) -> int:
         metrics.RECONCILE_ERRORS.inc()
         log.exception("budget pass failed", namespace=key[0], budget=key[1], error=str(error))
         return 0
-    due = None if state.config.stop_at_pass_only else next_due(plan, facts.now)
+    due = None if state.config.stop_at_pass_only else next_due(plan)
     if due is not None:
         state.schedule.add(due, key)
     return 1
