@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-CLUSTER := $(PY) hack/localcluster.py
+CLUSTER := PYTHONPATH=hack $(PY) -m localcluster
 
 .PHONY: help
 help: ## List the targets

@@ -13,7 +13,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "${HERE}")"
 PY="${REPO}/.venv/bin/python"
 [[ -x "${PY}" ]] || { echo "error: run \`make venv\` first" >&2; exit 2; }
-lc() { "${PY}" "${HERE}/localcluster.py" "$@"; }
+lc() { PYTHONPATH="${HERE}" "${PY}" -m localcluster "$@"; }
 if [[ -t 1 ]]; then
   step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 else

@@ -20,7 +20,7 @@ if [[ ! -x "${PY}" ]]; then
   echo "error: ${PY} not found; run \`make venv\` first" >&2
   exit 2
 fi
-lc() { "${PY}" "${HERE}/localcluster.py" "$@"; }
+lc() { PYTHONPATH="${HERE}" "${PY}" -m localcluster "$@"; }
 
 started_file="$(mktemp "${TMPDIR:-/tmp}/with-cluster.XXXXXX")"
 cleanup() {

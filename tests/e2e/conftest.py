@@ -1,4 +1,4 @@
-"""Fixtures for end-to-end tests on the local cluster (hack/localcluster.py).
+"""Fixtures for end-to-end tests on the local cluster (hack/localcluster/).
 
 Contract other tests code against:
 
@@ -17,44 +17,30 @@ Extras: ``cluster.prom_query(promql)`` and ``cluster.wait_for(fn, timeout, what)
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import secrets
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any, TypeVar
 
 import kubernetes
 import pytest
 import yaml
 
+from localcluster.layout import Layout
+from localcluster.metrics import PROMETHEUS_URL
+from localcluster.tools import tool_path
+
 REPO = Path(__file__).resolve().parents[2]
 LOCAL_APISERVER = "https://127.0.0.1:36443"
 T = TypeVar("T")
-
-
-def _load_localcluster() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "gpubudget_localcluster", REPO / "hack" / "localcluster.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-localcluster = _load_localcluster()
 
 
 class KubectlError(subprocess.CalledProcessError):
@@ -156,13 +142,13 @@ def cluster() -> Iterator[E2ECluster]:
         kubeconfig = str(Path(env_kc).resolve())
         state_dir = Path(kubeconfig).parent
     else:
-        state_dir = localcluster.Layout.default().root
+        state_dir = Layout.default().root
         kubeconfig = str(state_dir / "kubeconfig")
-    prometheus_url = os.environ.get("PROMETHEUS_URL") or localcluster.PROMETHEUS_URL
+    prometheus_url = os.environ.get("PROMETHEUS_URL") or PROMETHEUS_URL
     if not Path(kubeconfig).exists():
         _fail(f"the local cluster is not up: {kubeconfig} does not exist.")
     _check_kubeconfig(kubeconfig)
-    kubectl_bin = os.environ.get("GPUBUDGET_KUBECTL") or str(localcluster.tool_path("kubectl"))
+    kubectl_bin = os.environ.get("GPUBUDGET_KUBECTL") or str(tool_path("kubectl"))
     if not os.access(kubectl_bin, os.X_OK):
         _fail(f"kubectl not found at {kubectl_bin}; run `make tools`.")
 

@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import E2ECluster, localcluster
+from localcluster.tools import read_versions
+
+from .conftest import E2ECluster
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -97,7 +99,7 @@ def job_manifest(
 
 
 def test_server_version(cluster: E2ECluster) -> None:
-    want = localcluster.read_versions()["KUBERNETES_VERSION"]
+    want = read_versions()["KUBERNETES_VERSION"]
     version = get_json(cluster, "version")
     assert version["serverVersion"]["gitVersion"] == want
     assert version["clientVersion"]["gitVersion"] == want
