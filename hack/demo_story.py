@@ -20,97 +20,52 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from localcluster import manifests
+from localcluster.kubectl import Kubectl, KubectlError
+
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "ml-team"
 GOVERNED = "gpubudget.dev/admission-policies"
 METRICS_PORT = int(os.environ.get("METRICS_PORT", "39102"))
+KUBECTL = Kubectl.from_env()
 
 
 def say(text: str) -> None:
     print(f"\n\033[1m==> {text}\033[0m", flush=True)
 
 
-def kubectl(
-    *args: str, context: str = "admin", stdin: str | None = None, check: bool = True
-) -> str:
-    result = subprocess.run(
-        [os.environ["KUBECTL"], "--context", context, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-    )
-    if check and result.returncode != 0:
-        raise SystemExit(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+def kubectl(*args: str, context: str = "admin", check: bool = True) -> str:
+    """What kubectl shows at a terminal: its output and its messages (a refusal, too)."""
+    result = KUBECTL(*args, context=context, check=check)
     return result.stdout + result.stderr
 
 
-def apply(manifest: dict[str, Any], context: str = "alice") -> None:
-    kubectl("apply", "-f", "-", context=context, stdin=json.dumps(manifest))
+def apply(manifest: dict[str, Any]) -> None:
+    """As alice: she runs the team's training."""
+    KUBECTL("apply", "-f", "-", context="alice", input=json.dumps(manifest))
 
 
 def budget(name: str, cap: float, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "gpubudget.dev/v1alpha1",
-        "kind": "TrainingBudget",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"costCap": cap, "owner": {"team": "nlp", "costCenter": "cc-4711"}, **spec},
-    }
-
-
-def job(name: str, budget_name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": NAMESPACE,
-            "labels": {"gpubudget.dev/budget": budget_name},
-        },
-        "spec": {
-            "parallelism": 2,
-            "completions": 2,
-            "backoffLimit": 0,
-            "template": {
-                "metadata": {"annotations": {"dcgm-sim.gpubudget.dev/utilization": "0.72"}},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "terminationGracePeriodSeconds": 0,
-                    "nodeSelector": {
-                        "node.kubernetes.io/instance-type": "p5.48xlarge",
-                        "karpenter.sh/capacity-type": "spot",
-                    },
-                    "containers": [
-                        {
-                            "name": "trainer",
-                            "image": "trainer",
-                            "resources": {"limits": {"nvidia.com/gpu": 8}},
-                        }
-                    ],
-                },
-            },
-        },
-    }
+    return manifests.budget(
+        name, NAMESPACE, cap, owner={"team": "nlp", "costCenter": "cc-4711"}, **spec
+    )
 
 
 def status_of(name: str) -> dict[str, Any]:
-    out = kubectl("get", "tb", name, "-n", NAMESPACE, "-o", "json")
-    return dict(json.loads(out).get("status") or {})
+    return dict(KUBECTL.get("tb", name, NAMESPACE).get("status") or {})
 
 
 def live_view(name: str, until: set[str], timeout: float = 120) -> dict[str, Any]:
     """A refreshing line per pass: phase, spend, burn, utilisation, the planned stop."""
     print(f"{'phase':<17}{'spent':>10}{'cap':>8}{'burn/h':>9}{'util':>6}  planned stop", flush=True)
     deadline = time.monotonic() + timeout
-    cap = float(
-        json.loads(kubectl("get", "tb", name, "-n", NAMESPACE, "-o", "json"))["spec"]["costCap"]
-    )
+    cap = float(KUBECTL.get("tb", name, NAMESPACE)["spec"]["costCap"])
     while True:
         status = status_of(name)
         phase = status.get("phase", "-")
@@ -131,7 +86,7 @@ def live_view(name: str, until: set[str], timeout: float = 120) -> dict[str, Any
 def events(name: str) -> None:
     """The Events of this budget and its Job (by uid: an earlier run's same names are not shown)."""
     for kind in ("tb", "job"):
-        uid = kubectl("get", kind, name, "-n", NAMESPACE, "-o", "jsonpath={.metadata.uid}")
+        uid = KUBECTL.get(kind, name, NAMESPACE)["metadata"]["uid"]
         print(
             kubectl(
                 "get", "events", "-n", NAMESPACE, "--field-selector", f"involvedObject.uid={uid}",
@@ -178,7 +133,7 @@ def main() -> None:
             },
         )
     )
-    apply(job("pretrain-70b", "pretrain-70b"))
+    apply(manifests.gpu_job("pretrain-70b", NAMESPACE, "pretrain-70b", utilization=0.72))
     live_view("pretrain-70b", {"AwaitingApproval"}, timeout=30)
     print("the Job is held: spec.suspend =", kubectl(
         "get", "job", "pretrain-70b", "-n", NAMESPACE, "-o", "jsonpath={.spec.suspend}"
@@ -229,5 +184,7 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
+    except KubectlError as error:
+        sys.exit(str(error))
     except KeyboardInterrupt:
         sys.exit(130)

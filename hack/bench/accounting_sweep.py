@@ -14,6 +14,7 @@ a pass, as cost tools evaluate budgets on a schedule) and the overshoot of the
 two is compared. Everything it creates is removed at the end.
 
     eval "$(make -s cluster-env)"
+    export PYTHONPATH=hack    # the localcluster package: kubectl, manifests
     .venv/bin/python hack/bench/accounting_sweep.py            # all rows
     .venv/bin/python hack/bench/accounting_sweep.py --rows 1   # just 50/400
 """
@@ -21,10 +22,8 @@ two is compared. Everything it creates is removed at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,10 +35,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from localcluster.kubectl import Kubectl, KubectlError
+from localcluster.manifests import budget, gpu_job
+from localcluster.net import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "bench-sweep"
 NODE_PREFIX = "bench-sweep-gpu-"
 GPUS_PER_NODE = 8
+SWEEP_NODES = {"gpubudget.dev/bench": "sweep"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NODE_PRICE = 7200.0
 """examples/policy.yaml: an on-demand p5.48xlarge is $7,200/h, so a one-GPU pod costs $0.25/s."""
@@ -57,19 +61,13 @@ class Row:
 ROWS = (Row(50, 400, 8), Row(250, 2000, 8), Row(1000, 5000, 4))
 
 
-def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
-    result = subprocess.run(
-        [os.environ.get("KUBECTL", "kubectl"), *args], input=stdin, capture_output=True, text=True
-    )
-    if check and result.returncode != 0:
-        raise SystemExit(f"kubectl {' '.join(args)} failed: {result.stderr.strip()[:2000]}")
-    return result.stdout
+KUBECTL = Kubectl.from_env()
 
 
 def apply(objects: list[dict[str, Any]]) -> None:
     for start in range(0, len(objects), 500):
         batch = {"apiVersion": "v1", "kind": "List", "items": objects[start : start + 500]}
-        kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=json.dumps(batch))
+        KUBECTL.apply(batch)
 
 
 def node(index: int) -> dict[str, Any]:
@@ -82,7 +80,7 @@ def node(index: int) -> dict[str, Any]:
             "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
             "labels": {
                 "type": "kwok",
-                "gpubudget.dev/bench": "sweep",
+                **SWEEP_NODES,
                 "node.kubernetes.io/instance-type": "p5.48xlarge",
                 "topology.kubernetes.io/region": "us-east-1",
                 "karpenter.sh/capacity-type": "on-demand",
@@ -98,47 +96,11 @@ def node(index: int) -> dict[str, Any]:
 
 
 def budget_and_job(name: str, pods: int, cap: float) -> list[dict[str, Any]]:
+    """A budget and its Job of ``pods`` one-GPU pods on the sweep's nodes."""
     return [
-        {
-            "apiVersion": "gpubudget.dev/v1alpha1",
-            "kind": "TrainingBudget",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {"costCap": cap, "owner": {"team": f"team-{hash(name) % 5}"}},
-        },
-        {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {
-                "name": name,
-                "namespace": NAMESPACE,
-                "labels": {"gpubudget.dev/budget": name},
-            },
-            "spec": {
-                "parallelism": pods,
-                "completions": pods,
-                "template": {
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "terminationGracePeriodSeconds": 0,
-                        "nodeSelector": {"gpubudget.dev/bench": "sweep"},
-                        "containers": [
-                            {
-                                "name": "t",
-                                "image": "t",
-                                "resources": {"limits": {"nvidia.com/gpu": 1}},
-                            }
-                        ],
-                    }
-                },
-            },
-        },
+        budget(name, NAMESPACE, cap, owner={"team": f"team-{hash(name) % 5}"}),
+        gpu_job(name, NAMESPACE, name, pods=pods, gpus=1, node_selector=SWEEP_NODES),
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def proc_sample(pid: int) -> tuple[float, int]:
@@ -161,7 +123,7 @@ def accounted_since(budget: dict[str, Any], moment: float) -> bool:
 
 
 def budgets() -> list[dict[str, Any]]:
-    return list(json.loads(kubectl("get", "tb", "-n", NAMESPACE, "-o", "json"))["items"])
+    return list(KUBECTL.json("get", "tb", "-n", NAMESPACE)["items"])
 
 
 def metric(port: int, name: str) -> float:
@@ -177,9 +139,9 @@ def metric(port: int, name: str) -> float:
 def wait_running(total: int) -> None:
     t0 = time.monotonic()
     while True:
-        running = kubectl(
+        running = KUBECTL(
             "get", "pods", "-n", NAMESPACE, "--field-selector=status.phase=Running", "-o", "name"
-        ).count("\n")
+        ).stdout.count("\n")
         print(f"  {running}/{total} pods running ({time.monotonic() - t0:.0f}s)", flush=True)
         if running >= total:
             return
@@ -212,12 +174,10 @@ def capped_landing(name: str, cap: float, timeout: float) -> float | None:
     """Wait for the capped budget to stop; its final spend's error against its cap."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body = json.loads(kubectl("get", "tb", name, "-n", NAMESPACE, "-o", "json"))
+        body = KUBECTL.get("tb", name, NAMESPACE)
         if body.get("status", {}).get("phase") == "Suspended":
             time.sleep(3)
-            spent = json.loads(kubectl("get", "tb", name, "-n", NAMESPACE, "-o", "json"))["status"][
-                "spent"
-            ]
+            spent = KUBECTL.get("tb", name, NAMESPACE)["status"]["spent"]
             return (float(spent) - cap) / cap
         time.sleep(1)
     return None
@@ -278,7 +238,7 @@ def measure(
         }
     finally:
         stop_operator(operator)
-        kubectl("delete", "job,tb", cap_name, "-n", NAMESPACE, "--wait=false", check=False)
+        KUBECTL("delete", "job,tb", cap_name, "-n", NAMESPACE, "--wait=false", check=False)
 
 
 def main() -> None:
@@ -302,15 +262,15 @@ def main() -> None:
     args = parser.parse_args()
     results: list[dict[str, Any]] = []
     try:
-        kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-        kubectl(
+        KUBECTL("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+        KUBECTL(
             "apply",
             "--server-side",
             "--force-conflicts",
             "-f",
             str(REPO / "examples" / "policy.yaml"),
         )
-        kubectl("create", "namespace", NAMESPACE, check=False)  # kept from a previous run: reused
+        KUBECTL("create", "namespace", NAMESPACE, check=False)  # kept from a previous run: reused
         budgets_made = pods_made = nodes_made = 0
         for index, row in enumerate(ROWS[: args.rows]):
             nodes = -(-row.pods // GPUS_PER_NODE) + 1  # one spare, for the capped budget
@@ -349,13 +309,15 @@ def main() -> None:
             print("cleaning up", flush=True)
             # No operator serves the namespace any more: take its finalizer off the budgets
             # (as the operator would after holding their workloads), or they stay Terminating.
-            for name in kubectl("get", "tb", "-n", NAMESPACE, "-o", "name", check=False).split():
-                kubectl(
+            for name in KUBECTL(
+                "get", "tb", "-n", NAMESPACE, "-o", "name", check=False
+            ).stdout.split():
+                KUBECTL(
                     "patch", name, "-n", NAMESPACE, "--type=merge",
                     "-p", '{"metadata":{"finalizers":null}}', check=False,
                 )  # fmt: skip
-            kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
-            kubectl(
+            KUBECTL("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+            KUBECTL(
                 "delete", "nodes", "-l", "gpubudget.dev/bench=sweep", "--wait=false", check=False
             )
 
@@ -391,4 +353,7 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KubectlError as error:
+        sys.exit(str(error))

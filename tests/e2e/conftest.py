@@ -3,8 +3,10 @@
 Contract other tests code against:
 
 * ``cluster`` (session): an :class:`E2ECluster` with ``kubeconfig: str``,
-  ``prometheus_url: str``, ``state_dir: Path``, ``kubectl(*args, context="admin",
-  check=True, input=None)`` and ``api(user="admin") -> kubernetes.client.ApiClient``.
+  ``prometheus_url: str``, ``state_dir: Path``, ``kubectl`` (a
+  :class:`localcluster.kubectl.Kubectl`: ``kubectl(*args, context="admin",
+  check=True, input=None)``, ``.json``, ``.get``, ``.apply``) and
+  ``api(user="admin") -> kubernetes.client.ApiClient``.
   It reads ``KUBECONFIG``/``PROMETHEUS_URL`` from the environment when set
   (``hack/with-cluster.sh`` and ``eval "$(make -s cluster-env)"`` set them), else
   uses the default state directory, and FAILS (does not skip) when the cluster
@@ -12,7 +14,8 @@ Contract other tests code against:
 * ``namespace`` (function): a fresh namespace whose default ServiceAccount
   exists, deleted afterwards.
 
-Extras: ``cluster.prom_query(promql)`` and ``cluster.wait_for(fn, timeout, what)``.
+Waiting, manifests and Prometheus queries: ``localcluster.kubectl.wait_for``,
+``localcluster.manifests``, ``localcluster.metrics.prom_query``.
 """
 
 from __future__ import annotations
@@ -21,58 +24,33 @@ import json
 import os
 import re
 import secrets
-import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import kubernetes
 import pytest
 import yaml
 
+from localcluster.kubectl import Kubectl, wait_for
 from localcluster.layout import Layout
 from localcluster.metrics import PROMETHEUS_URL
-from localcluster.tools import tool_path
+from localcluster.pki import APISERVER_URL
 
 REPO = Path(__file__).resolve().parents[2]
-LOCAL_APISERVER = "https://127.0.0.1:36443"
-T = TypeVar("T")
-
-
-class KubectlError(subprocess.CalledProcessError):
-    def __str__(self) -> str:
-        return (
-            f"kubectl {' '.join(self.cmd[3:])} exited {self.returncode}:\n"
-            f"{(self.stderr or '').strip() or (self.output or '').strip()}"
-        )
 
 
 class E2ECluster:
     """Handle on the running local cluster."""
 
-    def __init__(self, kubeconfig: str, prometheus_url: str, state_dir: Path, kubectl_bin: str):
+    def __init__(self, kubeconfig: str, prometheus_url: str, state_dir: Path, kubectl: Kubectl):
         self.kubeconfig = kubeconfig
         self.prometheus_url = prometheus_url.rstrip("/")
         self.state_dir = state_dir
-        self.kubectl_bin = kubectl_bin
+        self.kubectl = kubectl
         self._clients: dict[str, kubernetes.client.ApiClient] = {}
-
-    def kubectl(
-        self,
-        *args: str,
-        context: str = "admin",
-        check: bool = True,
-        input: str | None = None,
-    ) -> subprocess.CompletedProcess[str]:
-        cmd = [self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", f"--context={context}", *args]
-        res = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=120)
-        if check and res.returncode != 0:
-            raise KubectlError(res.returncode, cmd, res.stdout, res.stderr)
-        return res
 
     def api(self, user: str = "admin") -> kubernetes.client.ApiClient:
         if user not in self._clients:
@@ -80,28 +58,6 @@ class E2ECluster:
                 config_file=self.kubeconfig, context=user
             )
         return self._clients[user]
-
-    # -- extras -------------------------------------------------------------
-    def prom_query(self, promql: str) -> list[dict[str, Any]]:
-        """Instant query; returns ``data.result`` (dicts with ``metric`` and ``value``)."""
-        url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            body = json.load(resp)
-        assert body["status"] == "success", body
-        result: list[dict[str, Any]] = body["data"]["result"]
-        return result
-
-    @staticmethod
-    def wait_for(fn: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
-        """Poll ``fn`` until it returns something truthy; fail with ``what`` otherwise."""
-        deadline = time.monotonic() + timeout
-        while True:
-            last = fn()
-            if last:
-                return last
-            if time.monotonic() >= deadline:
-                pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
-            time.sleep(interval)
 
     def close(self) -> None:
         for c in self._clients.values():
@@ -125,10 +81,10 @@ def _check_kubeconfig(path: str) -> None:
         return
     contexts = {c["name"] for c in cfg.get("contexts") or []}
     servers = {c["cluster"].get("server") for c in cfg.get("clusters") or []}
-    if not {"admin", "alice", "bob"} <= contexts or servers != {LOCAL_APISERVER}:
+    if not {"admin", "alice", "bob"} <= contexts or servers != {APISERVER_URL}:
         _fail(
             f"KUBECONFIG={path} is not the local gpu-budget cluster (expected contexts "
-            f"admin/alice/bob on {LOCAL_APISERVER}; found {sorted(contexts)} on {sorted(servers)})."
+            f"admin/alice/bob on {APISERVER_URL}; found {sorted(contexts)} on {sorted(servers)})."
             " Refusing to run end-to-end tests against it."
         )
 
@@ -148,15 +104,15 @@ def cluster() -> Iterator[E2ECluster]:
     if not Path(kubeconfig).exists():
         _fail(f"the local cluster is not up: {kubeconfig} does not exist.")
     _check_kubeconfig(kubeconfig)
-    kubectl_bin = os.environ.get("GPUBUDGET_KUBECTL") or str(tool_path("kubectl"))
-    if not os.access(kubectl_bin, os.X_OK):
-        _fail(f"kubectl not found at {kubectl_bin}; run `make tools`.")
+    kubectl = Kubectl(kubeconfig)
+    if not os.access(kubectl.binary, os.X_OK):
+        _fail(f"kubectl not found at {kubectl.binary}; run `make tools`.")
 
-    c = E2ECluster(kubeconfig, prometheus_url, state_dir, kubectl_bin)
+    c = E2ECluster(kubeconfig, prometheus_url, state_dir, kubectl)
     res = c.kubectl("get", "--raw", "/readyz", "--request-timeout=5s", check=False)
     if res.returncode != 0 or res.stdout.strip() != "ok":
         _fail(
-            f"the Kubernetes API at {LOCAL_APISERVER} is not ready "
+            f"the Kubernetes API at {APISERVER_URL} is not ready "
             f"(kubeconfig {kubeconfig}): {res.stderr.strip() or res.stdout.strip()}"
         )
     try:
@@ -185,7 +141,7 @@ def namespace(cluster: E2ECluster, request: pytest.FixtureRequest) -> Iterator[s
     }
     cluster.kubectl("create", "-f", "-", input=json.dumps(manifest))
     try:
-        cluster.wait_for(
+        wait_for(
             lambda: (
                 cluster.kubectl(
                     "-n", name, "get", "serviceaccount", "default", check=False

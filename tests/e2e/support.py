@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from localcluster.kubectl import wait_for
 from tests.e2e.operator_process import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,18 +32,6 @@ NODE_PRICE = float(
 """USD/h for a whole spot p5.48xlarge (8 GPUs)."""
 
 
-def apply(cluster: Any, manifest: dict[str, Any], context: str = "admin") -> None:
-    cluster.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        "-",
-        input=json.dumps(manifest),
-        context=context,
-    )
-
-
 def ensure_shared_policy(cluster: Any) -> None:
     """Apply the BudgetPolicy every e2e test shares (examples/policy.yaml), whole.
 
@@ -51,85 +39,17 @@ def ensure_shared_policy(cluster: Any) -> None:
     policy present and left it alone could be looking at a partial one another
     worker was creating, and price its budgets with the wrong catalog.
     """
-    apply(cluster, POLICY)
-
-
-def get(cluster: Any, kind: str, name: str, namespace: str) -> dict[str, Any]:
-    out = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout
-    return dict(json.loads(out))
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+    cluster.kubectl.apply(POLICY)
 
 
 def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def budget(name: str, namespace: str, cap: float = 9_000, **spec: Any) -> dict[str, Any]:
-    """A budget under the default $10,000 approval ceiling, so it runs without finance."""
-    return {
-        "apiVersion": "gpubudget.dev/v1alpha1",
-        "kind": "TrainingBudget",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"costCap": cap, **spec},
-    }
-
-
-def gpu_job(
-    name: str, namespace: str, budget_name: str, pods: int = 2, utilization: float = 1.0
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"gpubudget.dev/budget": budget_name},
-        },
-        "spec": {
-            "parallelism": pods,
-            "completions": pods,
-            "backoffLimit": 0,
-            "template": {
-                "metadata": {
-                    "annotations": {"dcgm-sim.gpubudget.dev/utilization": str(utilization)}
-                },
-                "spec": {
-                    "restartPolicy": "Never",
-                    # kwok removes pods at once; say so, so the planned stop
-                    # does not leave a grace period's worth of the cap unspent.
-                    "terminationGracePeriodSeconds": 0,
-                    "nodeSelector": {
-                        "node.kubernetes.io/instance-type": "p5.48xlarge",
-                        "karpenter.sh/capacity-type": "spot",
-                    },
-                    "containers": [
-                        {
-                            "name": "trainer",
-                            "image": "trainer:latest",
-                            "resources": {"limits": {"nvidia.com/gpu": 8}},
-                        }
-                    ],
-                },
-            },
-        },
-    }
-
-
 def job_pods(cluster: Any, namespace: str, job: str) -> list[dict[str, Any]]:
-    out = cluster.kubectl(
-        "get", "pods", "-n", namespace, "-l", f"job-name={job}", "-o", "json"
-    ).stdout
-    return list(json.loads(out)["items"])
+    return list(
+        cluster.kubectl.json("get", "pods", "-n", namespace, "-l", f"job-name={job}")["items"]
+    )
 
 
 def running_pods(cluster: Any, namespace: str, job: str, count: int) -> list[dict[str, Any]]:
@@ -237,17 +157,10 @@ def receiver(cluster: Any, crds_and_policy: None) -> Iterator[Receiver]:
 
 
 def events_for(cluster: Any, namespace: str, name: str) -> list[dict[str, Any]]:
-    out = cluster.kubectl(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        f"involvedObject.name={name}",
-        "-o",
-        "json",
-    ).stdout
-    return list(json.loads(out)["items"])
+    events = cluster.kubectl.json(
+        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}"
+    )
+    return list(events["items"])
 
 
 def reasons(cluster: Any, namespace: str, name: str) -> list[str]:

@@ -14,7 +14,6 @@ decides, they stay held while the test looks at them.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -34,12 +33,14 @@ from gpu_budget.admission import HELD_AT_ADMISSION
 from gpu_budget.admission_policies import REQUIRE_BUDGET_LABEL, render
 from gpu_budget.workloads import HELD_ANNOTATION, KILLED_ANNOTATION
 from gpu_budget.workloads.pod import SCHEDULING_GATE
-from tests.e2e.conftest import E2ECluster, KubectlError
+from localcluster.kubectl import KubectlError, wait_for
+from localcluster.manifests import gpu_job
+from localcluster.net import free_port
+from tests.e2e.conftest import E2ECluster
 from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.support import (
     Receiver,
     ensure_shared_policy,
-    gpu_job,
     grant_ml_engineer,
     job_pods,
     reasons,
@@ -113,12 +114,6 @@ def approval(obj: dict[str, Any]) -> dict[str, str]:
     """The finance approval annotations of a budget (kopf keeps others of its own)."""
     keys = (APPROVED_AMOUNT_ANNOTATION, APPROVED_BY_ANNOTATION, APPROVED_AT_ANNOTATION)
     return {k: v for k, v in annotations_of(obj).items() if k in keys}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pod_spec(gpus: int) -> dict[str, Any]:
@@ -246,7 +241,7 @@ def policies(cluster: E2ECluster) -> None:
         )
         return "gpubudget.dev-approval-guard" in result.stderr
 
-    cluster.wait_for(enforced, 30, "the approval guard policy to be enforced")
+    wait_for(enforced, 30, "the approval guard policy to be enforced")
 
 
 @pytest.fixture(scope="session")
@@ -300,7 +295,7 @@ def operator(
             )  # fmt: skip
             return result.returncode == 0 and json.loads(result.stdout)["spec"].get("suspend")
 
-        cluster.wait_for(holding, 60, f"the operator's webhooks ({process.tail(10)})")
+        wait_for(holding, 60, f"the operator's webhooks ({process.tail(10)})")
         yield process
     finally:
         # Our configurations first: a held-workload webhook stays registered when the
@@ -494,7 +489,7 @@ def test_require_budget_namespace_rejects_unbudgeted_gpu_workloads(
         return result.stderr
 
     # Namespace labels reach the policy through an informer: wait until it applies.
-    cluster.wait_for(
+    wait_for(
         lambda: kubectl(
             cluster, "create", "--dry-run=server", "-f", "-", check=False,
             input=json.dumps(job("probe", namespace, budget=None)),
@@ -568,7 +563,7 @@ def test_pytorchjob_is_held_by_run_policy(
     assert "may release spec.runPolicy.suspend" in result.stderr
 
     kubectl(cluster, "label", "namespace", namespace, f"{REQUIRE_BUDGET_LABEL}=true")
-    cluster.wait_for(
+    wait_for(
         lambda: "gpubudget.dev-require-budget-pytorchjobs"
         in kubectl(
             cluster, "create", "--dry-run=server", "-f", "-", context=alice, check=False,
@@ -616,7 +611,7 @@ def test_finance_approval_story_from_hold_to_cap_to_raise(
     held = get(cluster, "job", "train", namespace)
     assert held["spec"]["suspend"] is True
     assert annotations_of(held)[HELD_ANNOTATION] == HELD_AT_ADMISSION
-    status = cluster.wait_for(
+    status = wait_for(
         lambda: (
             get(cluster, "tb", "big", namespace).get("status", {}).get("phase")
             == "AwaitingApproval"
@@ -650,12 +645,12 @@ def test_finance_approval_story_from_hold_to_cap_to_raise(
     assert approved["approvedBy"] == "bob"
     assert approved["approvedAmount"] == cap
 
-    cluster.wait_for(
+    wait_for(
         lambda: get(cluster, "tb", "big", namespace)["status"]["phase"] == "Suspended",
         90,
         "stop at the cap",
     )
-    cluster.wait_for(lambda: not job_pods(cluster, namespace, "train"), 30, "pods gone")
+    wait_for(lambda: not job_pods(cluster, namespace, "train"), 30, "pods gone")
     time.sleep(3)
     status = get(cluster, "tb", "big", namespace)["status"]
     error = (status["spent"] - cap) / cap
@@ -667,7 +662,7 @@ def test_finance_approval_story_from_hold_to_cap_to_raise(
     event_reasons = reasons(cluster, namespace, "big")
     assert "Approved" in event_reasons
     assert event_reasons.count("ThresholdReached") == 3
-    cluster.wait_for(
+    wait_for(
         lambda: (
             {"AwaitingApproval", "Approved", "ThresholdReached", "CapReached"}
             <= set(receiver.reasons(namespace))
@@ -681,7 +676,7 @@ def test_finance_approval_story_from_hold_to_cap_to_raise(
         "patch", "tb", "big", "-n", namespace, "--type=merge", "-p", '{"spec":{"costCap":160}}',
         context=alice,
     )  # fmt: skip
-    status = cluster.wait_for(
+    status = wait_for(
         lambda: (
             (s := get(cluster, "tb", "big", namespace)["status"])["approval"]["spendLimit"] == cap
             and s
@@ -699,6 +694,6 @@ def test_finance_approval_story_from_hold_to_cap_to_raise(
         "annotate", "--overwrite", "tb", "big", "-n", namespace, approve_more, context="bob"
     )
     running_pods(cluster, namespace, "train", 2)
-    cluster.wait_for(
+    wait_for(
         lambda: get(cluster, "tb", "big", namespace)["status"]["phase"] == "Running", 10, "Running"
     )

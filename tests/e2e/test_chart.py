@@ -24,7 +24,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import time
 import urllib.request
@@ -40,11 +39,14 @@ from gpu_budget import APPROVED_AMOUNT_ANNOTATION, BUDGET_LABEL
 from gpu_budget.admission import HELD_AT_ADMISSION
 from gpu_budget.plan import APPROVED_BY_ANNOTATION
 from gpu_budget.workloads import HELD_ANNOTATION
+from localcluster.kubectl import wait_for
+from localcluster.manifests import gpu_job
+from localcluster.net import free_port
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.support import (
     ensure_shared_policy,
-    gpu_job,
+    events_for,
     grant_ml_engineer,
     job_pods,
     running_pods,
@@ -69,12 +71,6 @@ def helm_binary() -> str:
     if found is None:
         pytest.fail("helm not found: run `make tools`", pytrace=False)
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Release:
@@ -139,7 +135,7 @@ class Release:
 
 def sa_kubeconfig(cluster: E2ECluster, namespace: str, sa: str, path: Path) -> Path:
     """hack/chart-sa-kubeconfig.sh: a kubeconfig with a 1 h token of the chart's ServiceAccount."""
-    env = {**os.environ, "KUBECONFIG": cluster.kubeconfig, "KUBECTL": cluster.kubectl_bin}
+    env = {**os.environ, "KUBECONFIG": cluster.kubeconfig, "KUBECTL": cluster.kubectl.binary}
     subprocess.run(
         [str(SA_KUBECONFIG_SCRIPT), namespace, sa, str(path), "1h"],
         env=env,
@@ -148,18 +144,6 @@ def sa_kubeconfig(cluster: E2ECluster, namespace: str, sa: str, path: Path) -> P
         text=True,
     )
     return path
-
-
-def kubectl_json(
-    cluster: E2ECluster, *args: str, context: str = "admin", input: str | None = None
-) -> dict[str, Any]:
-    return dict(
-        json.loads(cluster.kubectl(*args, "-o", "json", context=context, input=input).stdout)
-    )
-
-
-def get(cluster: E2ECluster, kind: str, name: str, namespace: str) -> dict[str, Any]:
-    return kubectl_json(cluster, "get", kind, name, "-n", namespace)
 
 
 def ensure_crds(cluster: E2ECluster) -> None:
@@ -178,18 +162,11 @@ def ensure_crds(cluster: E2ECluster) -> None:
     )  # fmt: skip
 
 
-def events(cluster: E2ECluster, namespace: str, name: str) -> list[dict[str, Any]]:
-    out = kubectl_json(
-        cluster, "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}"
-    )
-    return list(out["items"])
-
-
 def operator_reasons(cluster: E2ECluster, namespace: str, name: str) -> list[str]:
     """Reasons of the Events the operator (kopf) posted about an object, with repeats."""
     return [
         e["reason"]
-        for e in events(cluster, namespace, name)
+        for e in events_for(cluster, namespace, name)
         if (e.get("source") or {}).get("component") == "kopf"
         or e.get("reportingComponent") == "kopf"
         for _ in range(e.get("count") or 1)
@@ -361,8 +338,8 @@ def test_install_approve_enforce_upgrade_uninstall(
             )  # fmt: skip
             return result.returncode == 0 and json.loads(result.stdout)["spec"].get("suspend")
 
-        cluster.wait_for(holding, 60, "the chart's webhook configuration to reach the operator")
-        cluster.wait_for(operator.active, 30, "the operator to be active in its peering")
+        wait_for(holding, 60, "the chart's webhook configuration to reach the operator")
+        wait_for(operator.active, 30, "the operator to be active in its peering")
         ready = time.monotonic() - started
         print(
             f"[chart] helm install {installed:.1f}s; helm install to operator ready (active, "
@@ -381,12 +358,12 @@ def test_install_approve_enforce_upgrade_uninstall(
 
         # ---- upgrade: a changed value reaches the cluster, the webhooks still hold
         release.upgrade({**values, "webhook": {**values["webhook"], "timeoutSeconds": 5}})
-        webhook_config = kubectl_json(
-            cluster, "get", "mutatingwebhookconfiguration", release.fullname
+        webhook_config = cluster.kubectl.json(
+            "get", "mutatingwebhookconfiguration", release.fullname
         )
         assert {w["timeoutSeconds"] for w in webhook_config["webhooks"]} == {5}
         assert webhook_config["metadata"]["labels"]["app.kubernetes.io/instance"] == release.name
-        cluster.wait_for(holding, 30, "the webhooks to hold workloads after the upgrade")
+        wait_for(holding, 30, "the webhooks to hold workloads after the upgrade")
         history = yaml.safe_load(
             release.helm("history", release.name, "-n", namespace, "-o", "yaml")
         )
@@ -468,12 +445,12 @@ def run_scenario(
     )  # fmt: skip
 
     # Held by the chart's webhook at creation; waiting for finance.
-    job = get(cluster, "job", "train", namespace)
+    job = cluster.kubectl.get("job", "train", namespace)
     assert job["spec"]["suspend"] is True
     assert job["metadata"]["annotations"][HELD_ANNOTATION] == HELD_AT_ADMISSION
-    cluster.wait_for(
+    wait_for(
         lambda: (
-            get(cluster, "tb", "big", namespace).get("status", {}).get("phase")
+            cluster.kubectl.get("tb", "big", namespace).get("status", {}).get("phase")
             == "AwaitingApproval"
         ),
         20,
@@ -511,10 +488,10 @@ def run_scenario(
         "annotate", "tb", "big", "-n", namespace, f"{APPROVED_AMOUNT_ANNOTATION}={cap:g}",
         context="bob",
     )  # fmt: skip
-    annotations = get(cluster, "tb", "big", namespace)["metadata"]["annotations"]
+    annotations = cluster.kubectl.get("tb", "big", namespace)["metadata"]["annotations"]
     assert annotations[APPROVED_BY_ANNOTATION] == "bob"
-    cluster.wait_for(
-        lambda: get(cluster, "job", "train", namespace)["spec"]["suspend"] is False,
+    wait_for(
+        lambda: cluster.kubectl.get("job", "train", namespace)["spec"]["suspend"] is False,
         20,
         "the operator to release the Job after the approval",
     )
@@ -522,16 +499,16 @@ def run_scenario(
     assert all(p["spec"]["nodeName"].startswith("p5-spot-") for p in pods)
 
     # At the cap: suspended, spend within 1% of it.
-    cluster.wait_for(
+    wait_for(
         lambda: not job_pods(cluster, namespace, "train"), 60, "the Job's pods gone at the cap"
     )
     time.sleep(3)
-    status = get(cluster, "tb", "big", namespace)["status"]
+    status = cluster.kubectl.get("tb", "big", namespace)["status"]
     error = (status["spent"] - cap) / cap
     print(f"[chart] final spend ${status['spent']:.3f} vs cap ${cap:.2f} ({error:+.3%})")
     assert status["phase"] == "Suspended"
     assert status["spent"] == pytest.approx(cap, rel=0.01)
-    job = get(cluster, "job", "train", namespace)
+    job = cluster.kubectl.get("job", "train", namespace)
     assert job["spec"]["suspend"] is True
     assert job["metadata"]["annotations"][HELD_ANNOTATION] == "CapReached"
     # What the near-cap alert and the dashboard read.
@@ -567,8 +544,8 @@ def test_self_signed_certificate_is_kept_across_upgrades(
     secret_name = f"{release.fullname}-webhook-tls"
 
     def certificate() -> tuple[dict[str, str], set[str]]:
-        data = get(cluster, "secret", secret_name, namespace)["data"]
-        config = kubectl_json(cluster, "get", "mutatingwebhookconfiguration", release.fullname)
+        data = cluster.kubectl.get("secret", secret_name, namespace)["data"]
+        config = cluster.kubectl.json("get", "mutatingwebhookconfiguration", release.fullname)
         bundles = {w["clientConfig"]["caBundle"] for w in config["webhooks"]}
         return data, bundles
 
@@ -577,7 +554,7 @@ def test_self_signed_certificate_is_kept_across_upgrades(
     assert base64.b64decode(data["tls.key"]).startswith(b"-----BEGIN")
     release.upgrade({**values, "operator": {**values["operator"], "accountingInterval": 10}})
     assert certificate() == (data, bundles)
-    statefulset = get(cluster, "statefulset", release.fullname, namespace)
+    statefulset = cluster.kubectl.get("statefulset", release.fullname, namespace)
     env = {
         e["name"]: e.get("value")
         for e in statefulset["spec"]["template"]["spec"]["containers"][0]["env"]

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from localcluster.kubectl import wait_for
+from localcluster.metrics import prom_query
 from localcluster.tools import read_versions
 
 from .conftest import E2ECluster
@@ -38,10 +40,6 @@ EXPECTED_POOL = {
     ("g5.xlarge", "spot"): (2, 1, "NVIDIA-A10G"),
     ("g5.xlarge", "on-demand"): (2, 1, "NVIDIA-A10G"),
 }
-
-
-def get_json(cluster: E2ECluster, *args: str, context: str = "admin") -> Any:
-    return json.loads(cluster.kubectl(*args, "-o", "json", context=context).stdout)
 
 
 def forbidden(res: subprocess.CompletedProcess[str]) -> bool:
@@ -100,14 +98,14 @@ def job_manifest(
 
 def test_server_version(cluster: E2ECluster) -> None:
     want = read_versions()["KUBERNETES_VERSION"]
-    version = get_json(cluster, "version")
+    version = cluster.kubectl.json("version")
     assert version["serverVersion"]["gitVersion"] == want
     assert version["clientVersion"]["gitVersion"] == want
     assert want == "v1.37.2"
 
 
 def test_gpu_node_pool(cluster: E2ECluster) -> None:
-    nodes = get_json(cluster, "get", "nodes", "-l", "type=kwok")["items"]
+    nodes = cluster.kubectl.json("get", "nodes", "-l", "type=kwok")["items"]
     by_pool: Counter[tuple[str, str]] = Counter()
     for node in nodes:
         name = node["metadata"]["name"]
@@ -159,8 +157,8 @@ def _free_gpu_pool(cluster: E2ECluster) -> tuple[dict[str, str], set[str], int, 
     takes whichever pool is idle rather than assuming p5 spot is.
     Returns (nodeSelector, free node names, GPUs per node, gpu.product).
     """
-    nodes = get_json(cluster, "get", "nodes", "-l", "type=kwok")["items"]
-    pods = get_json(cluster, "get", "pods", "-A")["items"]
+    nodes = cluster.kubectl.json("get", "nodes", "-l", "type=kwok")["items"]
+    pods = cluster.kubectl.json("get", "pods", "-A")["items"]
     used: Counter[str] = Counter()
     for p in pods:
         if p["spec"].get("nodeName") and p["status"].get("phase") not in ("Succeeded", "Failed"):
@@ -193,11 +191,11 @@ def _free_gpu_pool(cluster: E2ECluster) -> tuple[dict[str, str], set[str], int, 
 
 
 def _series(cluster: E2ECluster, metric: str, namespace: str) -> list[dict[str, Any]]:
-    return cluster.prom_query(f'{metric}{{namespace="{namespace}"}}')
+    return prom_query(f'{metric}{{namespace="{namespace}"}}', cluster.prometheus_url)
 
 
 def test_gpu_job_runs_is_metered_and_suspends(cluster: E2ECluster, namespace: str) -> None:
-    pool = cluster.wait_for(
+    pool = wait_for(
         lambda: _free_gpu_pool(cluster), 90, "a GPU node pool with 2 idle nodes (shared cluster?)"
     )
     assert pool is not None
@@ -213,11 +211,11 @@ def test_gpu_job_runs_is_metered_and_suspends(cluster: E2ECluster, namespace: st
     selector = "batch.kubernetes.io/job-name=smoke-train"
 
     def running_pods() -> list[dict[str, Any]]:
-        pods = get_json(cluster, "-n", namespace, "get", "pods", "-l", selector)["items"]
+        pods = cluster.kubectl.json("-n", namespace, "get", "pods", "-l", selector)["items"]
         ok = [p for p in pods if p["status"].get("phase") == "Running"]
         return ok if len(ok) == 2 else []
 
-    pods = cluster.wait_for(running_pods, 60, "2 Running pods of job smoke-train")
+    pods = wait_for(running_pods, 60, "2 Running pods of job smoke-train")
     pod_nodes = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in pods}
     assert set(pod_nodes.values()) <= free_nodes, f"{pod_nodes} not on idle {free_nodes}"
     assert len(set(pod_nodes.values())) == 2, f"both pods on one node: {pod_nodes}"
@@ -229,7 +227,7 @@ def test_gpu_job_runs_is_metered_and_suspends(cluster: E2ECluster, namespace: st
         assert conds.get("PodScheduled") == "True"
         assert conds.get("Ready") == "True"
     # The binding was made by the real scheduler (an event it reported).
-    events = get_json(cluster, "-n", namespace, "get", "events.events.k8s.io")["items"]
+    events = cluster.kubectl.json("-n", namespace, "get", "events.events.k8s.io")["items"]
     scheduled = {
         e["regarding"]["name"]: e
         for e in events
@@ -244,7 +242,7 @@ def test_gpu_job_runs_is_metered_and_suspends(cluster: E2ECluster, namespace: st
         s = _series(cluster, "DCGM_FI_DEV_GPU_UTIL", namespace)
         return s if len(s) == want_series else []
 
-    series = cluster.wait_for(
+    series = wait_for(
         util_series, 30, f"{want_series} DCGM_FI_DEV_GPU_UTIL series (2 pods x {gpus} GPUs)"
     )
     uuids = set()
@@ -279,7 +277,7 @@ def test_gpu_job_runs_is_metered_and_suspends(cluster: E2ECluster, namespace: st
         }
         return vals == {(first, 50.0), (second, 37.0)}
 
-    cluster.wait_for(updated, 30, f"GPU_UTIL 50 for {first} and still 37 for {second}")
+    wait_for(updated, 30, f"GPU_UTIL 50 for {first} and still 37 for {second}")
 
     # Suspending the Job: the real job controller deletes its pods, kwok finishes them.
     cluster.kubectl(
@@ -294,17 +292,17 @@ def test_gpu_job_runs_is_metered_and_suspends(cluster: E2ECluster, namespace: st
     )
 
     def no_pods() -> bool:
-        return not get_json(cluster, "-n", namespace, "get", "pods", "-l", selector)["items"]
+        return not cluster.kubectl.json("-n", namespace, "get", "pods", "-l", selector)["items"]
 
-    cluster.wait_for(no_pods, 60, "the suspended job's pods to be deleted")
+    wait_for(no_pods, 60, "the suspended job's pods to be deleted")
 
     def suspended() -> bool:
-        job = get_json(cluster, "-n", namespace, "get", "job", "smoke-train")
+        job = cluster.kubectl.json("-n", namespace, "get", "job", "smoke-train")
         conds = {c["type"]: c["status"] for c in job["status"].get("conditions", [])}
         return conds.get("Suspended") == "True" and not job["status"].get("active")
 
-    cluster.wait_for(suspended, 30, "job condition Suspended=True and no active pods")
-    cluster.wait_for(
+    wait_for(suspended, 30, "job condition Suspended=True and no active pods")
+    wait_for(
         lambda: not _series(cluster, "DCGM_FI_DEV_GPU_UTIL", namespace),
         30,
         "the DCGM series of the deleted pods to go stale in Prometheus",
@@ -312,7 +310,7 @@ def test_gpu_job_runs_is_metered_and_suspends(cluster: E2ECluster, namespace: st
 
 
 def test_dcgm_sim_target_is_up(cluster: E2ECluster) -> None:
-    up = cluster.prom_query('up{job="dcgm-exporter"}')
+    up = prom_query('up{job="dcgm-exporter"}', cluster.prometheus_url)
     assert [s["value"][1] for s in up] == ["1"], up
 
 
@@ -356,7 +354,7 @@ def test_alice_rbac(cluster: E2ECluster) -> None:
             "-n", "ml-team", "create", "-f", "-", input=ALICE_JOB, context="alice"
         )
         assert "job.batch/alice-smoke created" in created.stdout
-        job = get_json(cluster, "-n", "ml-team", "get", "job", "alice-smoke", context="alice")
+        job = cluster.kubectl.json("-n", "ml-team", "get", "job", "alice-smoke", context="alice")
         assert job["spec"]["suspend"] is True
     finally:
         cluster.kubectl(
@@ -448,7 +446,7 @@ def test_validating_admission_policy_denies(cluster: E2ECluster, namespace: str)
             )
             return res.stderr if res.returncode != 0 else ""
 
-        err = cluster.wait_for(
+        err = wait_for(
             try_labelled, 30, "the ValidatingAdmissionPolicy to deny a labelled ConfigMap"
         )
         assert message in err, err
@@ -580,10 +578,10 @@ def test_admission_webhooks_are_called(
             n += 1
             cm = f"plain-{n}"
             cluster.kubectl("-n", namespace, "create", "configmap", cm, "--from-literal=a=b")
-            got = get_json(cluster, "-n", namespace, "get", "configmap", cm)
+            got = cluster.kubectl.json("-n", namespace, "get", "configmap", cm)
             return (got["metadata"].get("labels") or {}).get("gpubudget.dev/mutated") == "yes"
 
-        cluster.wait_for(mutated, 30, "the mutating webhook to label a new ConfigMap")
+        wait_for(mutated, 30, "the mutating webhook to label a new ConfigMap")
 
         def denied() -> str:
             nonlocal n
@@ -598,7 +596,7 @@ def test_admission_webhooks_are_called(
             )
             return res.stderr if res.returncode != 0 else ""
 
-        err = cluster.wait_for(denied, 30, "the validating webhook to deny a labelled ConfigMap")
+        err = wait_for(denied, 30, "the validating webhook to deny a labelled ConfigMap")
         assert "denied by the e2e validating webhook" in err, err
     finally:
         cluster.kubectl(

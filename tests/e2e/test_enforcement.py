@@ -18,19 +18,16 @@ from typing import Any
 import kubernetes
 import pytest
 
+from localcluster.kubectl import wait_for
+from localcluster.manifests import budget, gpu_job, gpu_pod
 from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.support import (
     REPO,
     Receiver,
-    apply,
-    budget,
     condition,
-    get,
-    gpu_job,
     parse_time,
     reasons,
     running_pods,
-    wait_for,
 )
 
 CAP = 80.0  # two spot p5 nodes burn $2 a second: 40 seconds of run
@@ -49,7 +46,7 @@ def wait_until_gone(cluster: Any, namespace: str, selector: str, timeout: float 
 def final_status(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
     """Status once spend has stopped moving (two equal readings a pass apart)."""
     time.sleep(3)
-    return dict(get(cluster, "tb", name, namespace)["status"])
+    return dict(cluster.kubectl.get("tb", name, namespace)["status"])
 
 
 def report(case: str, status: dict[str, Any], stop_delay: float | None = None) -> None:
@@ -63,8 +60,10 @@ def report(case: str, status: dict[str, Any], stop_delay: float | None = None) -
 def test_thresholds_then_suspend_at_the_cap_then_resume_on_a_raised_cap(
     cluster: Any, namespace: str, operator: OperatorProcess, receiver: Receiver
 ) -> None:
-    apply(cluster, budget("run", namespace, cap=CAP, enforcement={"checkpointLeadSeconds": 10}))
-    apply(cluster, gpu_job("train", namespace, "run", pods=2))
+    cluster.kubectl.apply(
+        budget("run", namespace, cap=CAP, enforcement={"checkpointLeadSeconds": 10})
+    )
+    cluster.kubectl.apply(gpu_job("train", namespace, "run", pods=2))
     running_pods(cluster, namespace, "train", 2)
 
     # The checkpoint warning reaches the pods before the stop.
@@ -82,7 +81,9 @@ def test_thresholds_then_suspend_at_the_cap_then_resume_on_a_raised_cap(
         "stop-at annotation on the pods",
     )
     stop_at = parse_time(annotated[0]["metadata"]["annotations"]["gpubudget.dev/stop-at"])
-    planned = parse_time(get(cluster, "tb", "run", namespace)["status"]["enforcement"]["stopAt"])
+    planned = parse_time(
+        cluster.kubectl.get("tb", "run", namespace)["status"]["enforcement"]["stopAt"]
+    )
     gone_at = wait_until_gone(cluster, namespace, "job-name=train")
     status = final_status(cluster, namespace, "run")
     delay = gone_at - planned.timestamp()
@@ -91,7 +92,7 @@ def test_thresholds_then_suspend_at_the_cap_then_resume_on_a_raised_cap(
     assert status["phase"] == "Suspended"
     assert status["spent"] == pytest.approx(CAP, rel=0.01)
     assert abs((stop_at - planned).total_seconds()) <= 1
-    job = get(cluster, "job", "train", namespace)
+    job = cluster.kubectl.get("job", "train", namespace)
     assert job["spec"]["suspend"] is True
     assert job["metadata"]["annotations"]["gpubudget.dev/held"] == "CapReached"
     budget_reasons = reasons(cluster, namespace, "run")
@@ -112,13 +113,13 @@ def test_thresholds_then_suspend_at_the_cap_then_resume_on_a_raised_cap(
 
     # It stays down on its own...
     time.sleep(4)
-    assert get(cluster, "job", "train", namespace)["spec"]["suspend"] is True
+    assert cluster.kubectl.get("job", "train", namespace)["spec"]["suspend"] is True
     # ...and comes back when the engineer raises the cap (still under the ceiling).
     cluster.kubectl(
         "patch", "tb", "run", "-n", namespace, "--type=merge", "-p", '{"spec":{"costCap":160}}'
     )
     wait_for(
-        lambda: get(cluster, "job", "train", namespace)["spec"]["suspend"] is False,
+        lambda: cluster.kubectl.get("job", "train", namespace)["spec"]["suspend"] is False,
         20,
         "Job resumed",
     )
@@ -127,15 +128,15 @@ def test_thresholds_then_suspend_at_the_cap_then_resume_on_a_raised_cap(
 
 
 def test_kill_stops_for_good(cluster: Any, namespace: str, operator: OperatorProcess) -> None:
-    apply(cluster, budget("run", namespace, cap=CAP, enforcement={"action": "Kill"}))
-    apply(cluster, gpu_job("train", namespace, "run", pods=2))
+    cluster.kubectl.apply(budget("run", namespace, cap=CAP, enforcement={"action": "Kill"}))
+    cluster.kubectl.apply(gpu_job("train", namespace, "run", pods=2))
     running_pods(cluster, namespace, "train", 2)
     wait_until_gone(cluster, namespace, "job-name=train")
     status = final_status(cluster, namespace, "run")
     report("Job, Kill", status)
     assert status["phase"] == "Killed"
     assert status["spent"] == pytest.approx(CAP, rel=0.01)
-    job = get(cluster, "job", "train", namespace)
+    job = cluster.kubectl.get("job", "train", namespace)
     assert job["spec"]["suspend"] is True
     assert job["metadata"]["annotations"]["gpubudget.dev/killed"].startswith("CapReached")
     # A bigger cap does not bring a killed run back.
@@ -143,24 +144,24 @@ def test_kill_stops_for_good(cluster: Any, namespace: str, operator: OperatorPro
         "patch", "tb", "run", "-n", namespace, "--type=merge", "-p", '{"spec":{"costCap":400}}'
     )
     time.sleep(4)
-    assert get(cluster, "tb", "run", namespace)["status"]["phase"] == "Killed"
-    assert get(cluster, "job", "train", namespace)["spec"]["suspend"] is True
+    assert cluster.kubectl.get("tb", "run", namespace)["status"]["phase"] == "Killed"
+    assert cluster.kubectl.get("job", "train", namespace)["spec"]["suspend"] is True
 
 
 def test_alert_only_lets_the_run_pass_its_cap(
     cluster: Any, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(cluster, budget("run", namespace, cap=10, enforcement={"action": "Alert"}))
-    apply(cluster, gpu_job("train", namespace, "run", pods=1))
+    cluster.kubectl.apply(budget("run", namespace, cap=10, enforcement={"action": "Alert"}))
+    cluster.kubectl.apply(gpu_job("train", namespace, "run", pods=1))
     running_pods(cluster, namespace, "train", 1)
     status = wait_for(
-        lambda: (s := get(cluster, "tb", "run", namespace)["status"])["spent"] > 12 and s,
+        lambda: (s := cluster.kubectl.get("tb", "run", namespace)["status"])["spent"] > 12 and s,
         40,
         "spend past the cap",
     )
     assert status["phase"] == "Running"
     assert reasons(cluster, namespace, "run").count("CapExceeded") == 1
-    assert get(cluster, "job", "train", namespace)["spec"].get("suspend") is not True
+    assert cluster.kubectl.get("job", "train", namespace)["spec"].get("suspend") is not True
 
 
 def play_controller(
@@ -184,25 +185,7 @@ def play_controller(
         "jobsets": ("jobset.x-k8s.io", "v1alpha2"),
         "pytorchjobs": ("kubeflow.org", "v1"),
     }[plural]
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": f"{name}-0", "namespace": namespace, "labels": {pod_label: name}},
-        "spec": {
-            "terminationGracePeriodSeconds": 0,
-            "nodeSelector": {
-                "node.kubernetes.io/instance-type": "p5.48xlarge",
-                "karpenter.sh/capacity-type": "spot",
-            },
-            "containers": [
-                {
-                    "name": "trainer",
-                    "image": "trainer",
-                    "resources": {"limits": {"nvidia.com/gpu": "8"}},
-                }
-            ],
-        },
-    }
+    pod = gpu_pod(f"{name}-0", namespace, {pod_label: name}, gpus="8")
     created = False
     while not stop.is_set():
         body = custom.get_namespaced_custom_object(group, version, namespace, plural, name)
@@ -268,8 +251,8 @@ def test_jobset_and_pytorchjob_through_their_adapters(
         "labels": {"gpubudget.dev/budget": "run"},
     }
     cap = CAP / 2  # one node: $1 a second
-    apply(cluster, budget("run", namespace, cap=cap, enforcement={"action": action}))
-    apply(cluster, workload)
+    cluster.kubectl.apply(budget("run", namespace, cap=cap, enforcement={"action": action}))
+    cluster.kubectl.apply(workload)
     stop = threading.Event()
     controller = threading.Thread(
         target=play_controller,
@@ -280,7 +263,7 @@ def test_jobset_and_pytorchjob_through_their_adapters(
     try:
         status = wait_for(
             lambda: (
-                (s := get(cluster, "tb", "run", namespace).get("status", {})).get("phase")
+                (s := cluster.kubectl.get("tb", "run", namespace).get("status", {})).get("phase")
                 in ("Suspended", "Killed")
                 and s
             ),
@@ -297,7 +280,7 @@ def test_jobset_and_pytorchjob_through_their_adapters(
     label = f"{kind}, {action}"
     print(f"[enforcement] {label}: final spend ${spent:.3f} vs cap ${cap:.2f} ({error:+.3%})")
     assert status["spent"] == pytest.approx(cap, rel=0.01)
-    body = get(cluster, kind, "train", namespace)
+    body = cluster.kubectl.get(kind, "train", namespace)
     assert suspended(body)
     annotation = "gpubudget.dev/held" if action == "Suspend" else "gpubudget.dev/killed"
     assert annotation in body["metadata"]["annotations"]
@@ -308,31 +291,9 @@ def test_bare_pod_is_deleted_at_the_cap(
     cluster: Any, namespace: str, operator: OperatorProcess
 ) -> None:
     cap = CAP / 2
-    apply(cluster, budget("run", namespace, cap=cap))
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": "solo",
-            "namespace": namespace,
-            "labels": {"gpubudget.dev/budget": "run"},
-        },
-        "spec": {
-            "terminationGracePeriodSeconds": 0,
-            "nodeSelector": {
-                "node.kubernetes.io/instance-type": "p5.48xlarge",
-                "karpenter.sh/capacity-type": "spot",
-            },
-            "containers": [
-                {
-                    "name": "trainer",
-                    "image": "trainer",
-                    "resources": {"limits": {"nvidia.com/gpu": 8}},
-                }
-            ],
-        },
-    }
-    apply(cluster, pod)
+    cluster.kubectl.apply(budget("run", namespace, cap=cap))
+    pod = gpu_pod("solo", namespace, {"gpubudget.dev/budget": "run"})
+    cluster.kubectl.apply(pod)
     wait_for(
         lambda: (
             cluster.kubectl(
@@ -363,11 +324,14 @@ def test_bare_pod_is_deleted_at_the_cap(
 
 def test_idle_gpus_suspend_the_run(cluster: Any, namespace: str, operator: OperatorProcess) -> None:
     idle = {"belowUtilization": 0.5, "forMinutes": 0.15, "action": "Suspend"}
-    apply(cluster, budget("run", namespace, cap=5000, enforcement={"idle": idle}))
-    apply(cluster, gpu_job("train", namespace, "run", pods=1, utilization=0.05))
+    cluster.kubectl.apply(budget("run", namespace, cap=5000, enforcement={"idle": idle}))
+    cluster.kubectl.apply(gpu_job("train", namespace, "run", pods=1, utilization=0.05))
     running_pods(cluster, namespace, "train", 1)
     status = wait_for(
-        lambda: (s := get(cluster, "tb", "run", namespace)["status"])["phase"] == "Suspended" and s,
+        lambda: (
+            (s := cluster.kubectl.get("tb", "run", namespace)["status"])["phase"] == "Suspended"
+            and s
+        ),
         60,
         "suspension for idle GPUs",
     )
@@ -377,22 +341,24 @@ def test_idle_gpus_suspend_the_run(cluster: Any, namespace: str, operator: Opera
     since = parse_time(status["enforcement"]["idleSince"])
     stopped = parse_time(status["enforcement"]["stoppedAt"])
     assert (stopped - since).total_seconds() >= 0.15 * 60 - 1
-    assert get(cluster, "job", "train", namespace)["spec"]["suspend"] is True
+    assert cluster.kubectl.get("job", "train", namespace)["spec"]["suspend"] is True
 
 
 def test_deleting_a_budget_holds_its_workloads(
     cluster: Any, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(cluster, budget("run", namespace, cap=5000))
-    apply(cluster, gpu_job("train", namespace, "run", pods=1))
+    cluster.kubectl.apply(budget("run", namespace, cap=5000))
+    cluster.kubectl.apply(gpu_job("train", namespace, "run", pods=1))
     running_pods(cluster, namespace, "train", 1)
     wait_for(
-        lambda: get(cluster, "tb", "run", namespace).get("status", {}).get("phase") == "Running",
+        lambda: (
+            cluster.kubectl.get("tb", "run", namespace).get("status", {}).get("phase") == "Running"
+        ),
         20,
         "Running",
     )
     cluster.kubectl("delete", "tb", "run", "-n", namespace, "--timeout=30s")
-    job = get(cluster, "job", "train", namespace)
+    job = cluster.kubectl.get("job", "train", namespace)
     assert job["spec"]["suspend"] is True
     assert job["metadata"]["annotations"]["gpubudget.dev/held"] == "BudgetDeleted"
     assert "BudgetDeleted" in reasons(cluster, namespace, "train")

@@ -21,12 +21,13 @@ from typing import Any
 
 import pytest
 
+from localcluster.kubectl import wait_for
+from localcluster.manifests import budget, gpu_job
+from localcluster.net import free_port
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.support import (
-    budget,
     ensure_shared_policy,
-    gpu_job,
     job_pods,
     parse_time,
     running_pods,
@@ -35,8 +36,6 @@ from tests.e2e.test_chart import (
     POLICIES_LABEL,
     Release,
     ensure_crds,
-    free_port,
-    get,
     operator_reasons,
     sa_kubeconfig,
 )
@@ -67,7 +66,7 @@ def test_killing_the_active_replica_fails_over_without_double_enforcement(
     )
     replicas: list[OperatorProcess] = []
     try:
-        peering = get(cluster, "kopfpeering", release.fullname, namespace)
+        peering = cluster.kubectl.get("kopfpeering", release.fullname, namespace)
         assert peering["metadata"]["labels"]["app.kubernetes.io/instance"] == release.name
         kubeconfig = sa_kubeconfig(cluster, namespace, release.fullname, tmp_path / "sa.kubeconfig")
         for ordinal in (1, 0):  # as the StatefulSet does: the ordinal is the priority
@@ -84,7 +83,7 @@ def test_killing_the_active_replica_fails_over_without_double_enforcement(
             replica.start()
             replicas.append(replica)
         active, standby = replicas
-        cluster.wait_for(active.active, 30, "replica 1 (priority 1) to be active")
+        wait_for(active.active, 30, "replica 1 (priority 1) to be active")
         # kopf starts every replica paused and resumes it once no live peer outranks
         # it: the standby stays paused, silently.
         time.sleep(3)
@@ -97,8 +96,10 @@ def test_killing_the_active_replica_fails_over_without_double_enforcement(
         )
         running_pods(cluster, namespace, "train", 2)
         # Replica 1 meters the run for a while...
-        cluster.wait_for(
-            lambda: get(cluster, "tb", "run", namespace).get("status", {}).get("spent", 0) > 16,
+        wait_for(
+            lambda: (
+                cluster.kubectl.get("tb", "run", namespace).get("status", {}).get("spent", 0) > 16
+            ),
             30,
             "replica 1 to meter the run",
         )
@@ -109,11 +110,11 @@ def test_killing_the_active_replica_fails_over_without_double_enforcement(
         active.kill()
 
         def accounted_after_kill() -> dict[str, Any] | None:
-            status: dict[str, Any] = get(cluster, "tb", "run", namespace).get("status", {})
+            status: dict[str, Any] = cluster.kubectl.get("tb", "run", namespace).get("status", {})
             at = status.get("lastAccountedAt")
             return status if at and parse_time(at) > killed_at else None
 
-        status = cluster.wait_for(accounted_after_kill, 60, "replica 0 to account the budget")
+        status = wait_for(accounted_after_kill, 60, "replica 0 to account the budget")
         failover = (parse_time(status["lastAccountedAt"]) - killed_at).total_seconds()
         print(
             f"[failover] SIGKILL of the active replica to the standby's first accounting pass: "
@@ -124,16 +125,16 @@ def test_killing_the_active_replica_fails_over_without_double_enforcement(
         assert status["spent"] < CAP, "the cap was reached while no replica was active"
 
         # The standby carries the run to its cap: one stop, nothing twice.
-        cluster.wait_for(
+        wait_for(
             lambda: not job_pods(cluster, namespace, "train"), 90, "the Job's pods gone at the cap"
         )
         time.sleep(3)
-        final = get(cluster, "tb", "run", namespace)["status"]
+        final = cluster.kubectl.get("tb", "run", namespace)["status"]
         error = (final["spent"] - CAP) / CAP
         print(f"[failover] final spend ${final['spent']:.3f} vs cap ${CAP:.2f} ({error:+.3%})")
         assert final["phase"] == "Suspended"
         assert final["spent"] == pytest.approx(CAP, rel=0.01)
-        job = get(cluster, "job", "train", namespace)
+        job = cluster.kubectl.get("job", "train", namespace)
         assert job["spec"]["suspend"] is True
         budget_reasons = operator_reasons(cluster, namespace, "run")
         assert budget_reasons.count("ThresholdReached") == 3, budget_reasons

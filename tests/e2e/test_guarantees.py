@@ -24,10 +24,17 @@ import pytest
 from gpu_budget import APPROVED_AMOUNT_ANNOTATION, BUDGET_LABEL, FINALIZER, SPEND_RECORD_ANNOTATION
 from gpu_budget.admission_policies import REQUIRE_BUDGET_LABEL
 from gpu_budget.workloads import HELD_ANNOTATION
+from localcluster.kubectl import wait_for
+from localcluster.manifests import gpu_job
 from tests.e2e import test_admission
 from tests.e2e.conftest import E2ECluster
 from tests.e2e.operator_process import OperatorProcess
-from tests.e2e.support import gpu_job, grant_ml_engineer, job_pods, reasons, running_pods
+from tests.e2e.support import (
+    grant_ml_engineer,
+    job_pods,
+    reasons,
+    running_pods,
+)
 from tests.e2e.test_admission import annotations_of, create, get, kubectl, refused
 
 # The operator with its webhooks and the rendered admission policies, as test_admission
@@ -64,7 +71,7 @@ def status_of(cluster: E2ECluster, name: str, namespace: str) -> dict[str, Any]:
 
 
 def wait_phase(cluster: E2ECluster, name: str, namespace: str, phase: str, timeout: float) -> Any:
-    return cluster.wait_for(
+    return wait_for(
         lambda: (s := status_of(cluster, name, namespace)).get("phase") == phase and s,
         timeout,
         f"budget {name} {phase}",
@@ -73,7 +80,7 @@ def wait_phase(cluster: E2ECluster, name: str, namespace: str, phase: str, timeo
 
 def landed(cluster: E2ECluster, namespace: str, budget: str, job: str, limit: float) -> float:
     """Wait for the run's pods to be gone and return the final spend's error against ``limit``."""
-    cluster.wait_for(lambda: not job_pods(cluster, namespace, job), 60, f"pods of {job} gone")
+    wait_for(lambda: not job_pods(cluster, namespace, job), 60, f"pods of {job} gone")
     time.sleep(3)  # a last pass after the pods are gone
     spent = float(status_of(cluster, budget, namespace)["spent"])
     error = (spent - limit) / limit
@@ -137,13 +144,13 @@ def test_pods_are_charged_by_owner_not_by_copied_labels(
     copycat["spec"]["template"]["metadata"]["labels"] = copied
     create(cluster, copycat, context=alice)
 
-    cluster.wait_for(
+    wait_for(
         lambda: float(status_of(cluster, "second", namespace).get("burnRatePerHour") or 0) > 0,
         30,
         "the copycat's budget to charge its pod",
     )
     wait_phase(cluster, "second", namespace, "Suspended", 120)
-    cluster.wait_for(
+    wait_for(
         lambda: get(cluster, "job", "second", namespace)["status"].get("active") in (None, 0),
         60,
         "the copycat's pods gone",
@@ -180,7 +187,7 @@ def test_recreating_a_capped_budget_neither_resets_spend_nor_lifts_the_stop(
     assert record["reason"] == "CapReached"
 
     create(cluster, tb("run", namespace, cap), context=alice)
-    status = cluster.wait_for(
+    status = wait_for(
         lambda: (s := status_of(cluster, "run", namespace)).get("lastAccountedAt") and s,
         20,
         "the new budget's first pass",
@@ -205,7 +212,7 @@ def test_only_the_operator_removes_its_finalizer(
 ) -> None:
     """alice cannot drop the finalizer that makes the operator record spend on deletion."""
     create(cluster, tb("run", namespace, 100), context=alice)
-    cluster.wait_for(
+    wait_for(
         lambda: (
             FINALIZER in (get(cluster, "tb", "run", namespace)["metadata"].get("finalizers") or [])
         ),
@@ -234,18 +241,18 @@ def test_a_budget_deleted_by_force_leaves_its_workloads_held(
         cluster, "patch", "tb", "run", "-n", namespace, "--type=json",
         "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]',
     )  # fmt: skip
-    cluster.wait_for(
+    wait_for(
         lambda: kubectl(cluster, "get", "tb", "run", "-n", namespace, check=False).returncode,
         20,
         "the budget gone",
     )
     operator.start()
-    cluster.wait_for(
+    wait_for(
         lambda: get(cluster, "job", "train", namespace)["spec"].get("suspend") is True,
         30,
         "the orphaned Job held",
     )
-    cluster.wait_for(lambda: not job_pods(cluster, namespace, "train"), 60, "its pods gone")
+    wait_for(lambda: not job_pods(cluster, namespace, "train"), 60, "its pods gone")
     assert annotations_of(get(cluster, "job", "train", namespace))[HELD_ANNOTATION] in (
         "BudgetDeleted",
         "BudgetNotFound",
@@ -305,7 +312,7 @@ def test_raising_the_cap_after_approval_does_not_widen_it(
     """bob approves $200 for a $50 cap; alice raises the cap to $100: it still stops at $50."""
     approved_run(cluster, namespace, alice, cap=50, amount=200)
     patch(cluster, "tb", "big", namespace, {"spec": {"costCap": 100}}, context=alice)
-    status = cluster.wait_for(
+    status = wait_for(
         lambda: (
             (s := status_of(cluster, "big", namespace)).get("approval", {}).get("spendLimit") == 50
             and s
@@ -370,7 +377,7 @@ def test_attribution_follows_the_namespace(
 ) -> None:
     """A namespace the platform team labelled for team nlp cannot bill another team."""
     kubectl(cluster, "label", "namespace", namespace, "gpubudget.dev/team=nlp")
-    cluster.wait_for(
+    wait_for(
         lambda: kubectl(
             cluster, "create", "--dry-run=server", "-f", "-", check=False,
             input=json.dumps(tb("probe", namespace, 10, owner={"team": "vision"})),
@@ -404,7 +411,7 @@ def test_require_budget_covers_every_gpu_resource_and_kind(
         job["spec"]["template"]["spec"]["containers"][0]["resources"] = {"limits": {resource: 1}}
         return job
 
-    cluster.wait_for(
+    wait_for(
         lambda: kubectl(
             cluster, "create", "--dry-run=server", "-f", "-", check=False,
             input=json.dumps(unbudgeted_job("nvidia.com/gpu")),

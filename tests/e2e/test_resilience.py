@@ -25,46 +25,33 @@ import kubernetes
 import pytest
 import yaml
 
+from gpu_budget import BUDGET_LABEL
+from localcluster.kubectl import wait_for
+from localcluster.manifests import SPOT_P5, budget, gpu_job
+from localcluster.net import free_port
 from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.support import (
     NODE_PRICE,
     POLICY,
     REPO,
-    apply,
-    budget,
     condition,
     events_for,
-    get,
-    gpu_job,
     job_pods,
     parse_time,
     reasons,
     running_pods,
-    wait_for,
 )
 
-BUDGET_LABEL = "gpubudget.dev/budget"
 MIG_RESOURCE = "nvidia.com/mig-3g.20gb"
 MIG_SHARE = 3 / 7
 """A 3g.20gb MIG profile holds 3 of a GPU's 7 compute slices."""
-P5_SPOT = {"node.kubernetes.io/instance-type": "p5.48xlarge", "karpenter.sh/capacity-type": "spot"}
 
 
 # ------------------------------------------------------------------------------ helpers
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def get_node(cluster: Any, name: str) -> dict[str, Any]:
-    return dict(json.loads(cluster.kubectl("get", "node", name, "-o", "json").stdout))
-
-
 def status_of(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
-    return dict(get(cluster, "tb", name, namespace).get("status") or {})
+    return dict(cluster.kubectl.get("tb", name, namespace).get("status") or {})
 
 
 def healthz(url: str, timeout: float = 5.0) -> tuple[int | None, str]:
@@ -311,7 +298,7 @@ def operators(
     cluster: Any, crds_and_policy: None, namespace: str, tmp_path: Path
 ) -> Iterator[Operators]:
     # The shared policy must exist (another run may have removed it); as the operator fixture.
-    apply(cluster, POLICY)
+    cluster.kubectl.apply(POLICY)
     spawned = Operators(cluster, namespace, tmp_path)
     yield spawned
     spawned.close()
@@ -327,7 +314,7 @@ def mig_node(cluster: Any, name: str) -> dict[str, Any]:
             "get",
             "nodes",
             "-l",
-            ",".join(f"{k}={v}" for k, v in P5_SPOT.items()),
+            ",".join(f"{k}={v}" for k, v in SPOT_P5.items()),
             "-o",
             "json",
         ).stdout
@@ -373,7 +360,7 @@ def mig_node_name(cluster: Any, namespace: str) -> Iterator[str]:
     try:
         # Client-side apply creates the Node with its status (server-side apply drops it).
         cluster.kubectl("apply", "-f", "-", input=json.dumps(node))
-        allocatable = get_node(cluster, name)["status"].get("allocatable") or {}
+        allocatable = cluster.kubectl.json("get", "node", name)["status"].get("allocatable") or {}
         if MIG_RESOURCE not in allocatable:
             cluster.kubectl(
                 "patch",
@@ -386,7 +373,7 @@ def mig_node_name(cluster: Any, namespace: str) -> Iterator[str]:
             )
 
         def ready() -> bool:
-            body = get_node(cluster, name)
+            body = cluster.kubectl.json("get", "node", name)
             conditions = {c["type"]: c["status"] for c in body["status"].get("conditions", [])}
             offers = body["status"].get("allocatable", {}).get(MIG_RESOURCE) == "14"
             return conditions.get("Ready") == "True" and not body["spec"].get("taints") and offers
@@ -433,8 +420,8 @@ def test_mig_profile_job_is_charged(
     budget stops it at the cap like any other run."""
     cap = 2.5
     operator = operators.start()
-    apply(cluster, budget("run", namespace, cap=cap))
-    apply(cluster, mig_job("train", namespace, "run", mig_node_name))
+    cluster.kubectl.apply(budget("run", namespace, cap=cap))
+    cluster.kubectl.apply(mig_job("train", namespace, "run", mig_node_name))
     pods = running_pods(cluster, namespace, "train", 1)
     assert pods[0]["spec"]["nodeName"] == mig_node_name
 
@@ -469,7 +456,7 @@ def test_mig_profile_job_is_charged(
     landing("MIG 3g.20gb Job, Suspend", status["spent"], cap)
     assert status["phase"] == "Suspended"
     assert status["spent"] == pytest.approx(cap, rel=0.01)
-    assert get(cluster, "job", "train", namespace)["spec"]["suspend"] is True
+    assert cluster.kubectl.get("job", "train", namespace)["spec"]["suspend"] is True
 
 
 # --------------------------------------------------- 2. a valid but huge GPU quantity
@@ -501,15 +488,17 @@ def test_a_valid_but_huge_gpu_quantity_does_not_stop_accounting(
     wait_for(
         lambda: any(
             c.get("reason") == "Unschedulable"
-            for c in get(cluster, "pod", "hoarder", namespace)["status"].get("conditions", [])
+            for c in cluster.kubectl.get("pod", "hoarder", namespace)["status"].get(
+                "conditions", []
+            )
         ),
         30,
         "the 1k-GPU pod reported unschedulable",
     )
 
     operator = operators.start()
-    apply(cluster, budget("run", namespace, cap=9_000))
-    apply(cluster, gpu_job("train", namespace, "run", pods=1))
+    cluster.kubectl.apply(budget("run", namespace, cap=9_000))
+    cluster.kubectl.apply(gpu_job("train", namespace, "run", pods=1))
     running_pods(cluster, namespace, "train", 1)
     first, second = spend_grows(cluster, namespace, "run")
     code, body = healthz(operator.healthz)
@@ -545,7 +534,7 @@ def test_a_valid_but_huge_gpu_quantity_does_not_stop_accounting(
     assert third["spent"] == pytest.approx(expected, rel=0.01)
     assert fourth["spent"] > third["spent"]
     assert code == 200, body
-    assert get(cluster, "pod", "hoarder", namespace)["status"]["phase"] == "Pending"
+    assert cluster.kubectl.get("pod", "hoarder", namespace)["status"]["phase"] == "Pending"
 
 
 # ------------------------------------------------------------ 3. unreadable objects
@@ -567,7 +556,7 @@ def test_unreadable_objects_are_counted_and_named(
     metrics_port = free_port()
     operators.start(f"--metrics-port={metrics_port}")
 
-    apply(cluster, budget("odd", namespace, cap=9_000))
+    cluster.kubectl.apply(budget("odd", namespace, cap=9_000))
     odd = {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
@@ -593,13 +582,15 @@ def test_unreadable_objects_are_counted_and_named(
         },
     }
     cluster.kubectl("create", "-f", "-", input=json.dumps(odd))
-    stored = get(cluster, "pytorchjob", "odd", namespace)["spec"]["pytorchReplicaSpecs"]["Worker"]
+    stored = cluster.kubectl.get("pytorchjob", "odd", namespace)["spec"]["pytorchReplicaSpecs"][
+        "Worker"
+    ]
     assert stored["replicas"] == "many"  # the schema let it through as written
     container = stored["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "lots"
 
-    apply(cluster, budget("healthy", namespace, cap=9_000))
-    apply(cluster, gpu_job("train", namespace, "healthy", pods=1))
+    cluster.kubectl.apply(budget("healthy", namespace, cap=9_000))
+    cluster.kubectl.apply(gpu_job("train", namespace, "healthy", pods=1))
     running_pods(cluster, namespace, "train", 1)
     first, second = spend_grows(cluster, namespace, "healthy")
     print(f"[unreadable] healthy budget: ${first['spent']:.3f} -> ${second['spent']:.3f}")
@@ -754,8 +745,8 @@ def test_liveness_fails_when_a_pass_is_wedged(
     probe reads it (``timeoutSeconds: 5``): no answer within 5 s is a failure too."""
     kubeconfig = proxied_kubeconfig(cluster, proxy, tmp_path / "proxied-kubeconfig")
     operator = operators.start(kubeconfig=kubeconfig, accounting_interval=1)
-    apply(cluster, budget("run", namespace, cap=9_000))
-    apply(cluster, gpu_job("train", namespace, "run", pods=1))
+    cluster.kubectl.apply(budget("run", namespace, cap=9_000))
+    cluster.kubectl.apply(gpu_job("train", namespace, "run", pods=1))
     running_pods(cluster, namespace, "train", 1)
     spend_grows(cluster, namespace, "run")
     code, body = healthz(operator.healthz)
@@ -918,8 +909,8 @@ def test_notifications_never_delay_a_stop(
         "items": [budget(f"waiting-{i:02d}", namespace, estimate=estimate) for i in range(64)],
     }
     cluster.kubectl("create", "-f", "-", input=json.dumps(waiting))
-    apply(cluster, budget("capped", namespace, cap=cap))
-    apply(cluster, gpu_job("train", namespace, "capped", pods=1))
+    cluster.kubectl.apply(budget("capped", namespace, cap=cap))
+    cluster.kubectl.apply(gpu_job("train", namespace, "capped", pods=1))
     running_pods(cluster, namespace, "train", 1)
     watcher = PodWatcher(cluster, namespace)
 
@@ -1010,10 +1001,10 @@ def test_huge_grace_period_is_bounded(
     operator = operators.start()
     watcher = PodWatcher(cluster, namespace)
     try:
-        apply(cluster, budget("run", namespace, cap=cap))
+        cluster.kubectl.apply(budget("run", namespace, cap=cap))
         job = gpu_job("train", namespace, "run", pods=1)
         job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 100_000
-        apply(cluster, job)
+        cluster.kubectl.apply(job)
         pods = running_pods(cluster, namespace, "train", 1)
         assert pods[0]["spec"]["terminationGracePeriodSeconds"] == 100_000
         print(
@@ -1034,7 +1025,7 @@ def test_huge_grace_period_is_bounded(
             interval=2,
         )
         assert half["phase"] == "Running", half["phase"]
-        assert get(cluster, "job", "train", namespace)["spec"].get("suspend") is not True
+        assert cluster.kubectl.get("job", "train", namespace)["spec"].get("suspend") is not True
         print(f"[grace] still running at ${half['spent']:.2f} of ${cap:.2f}")
 
         stopped(cluster, namespace, "run", timeout=(cap - half["spent"]) / burn + 60)

@@ -17,33 +17,30 @@ from typing import Any
 
 import pytest
 
+from localcluster.kubectl import wait_for
+from localcluster.manifests import budget, gpu_job
 from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.support import (
     NODE_PRICE,
-    apply,
-    budget,
     condition,
     expected_spend,
-    get,
-    gpu_job,
     parse_time,
     running_pods,
-    wait_for,
 )
 
 
 def test_spend_follows_the_closed_form_and_survives_a_restart(
     cluster: Any, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(cluster, budget("run", namespace))
-    apply(cluster, gpu_job("train", namespace, "run", pods=2, utilization=0.25))
+    cluster.kubectl.apply(budget("run", namespace))
+    cluster.kubectl.apply(gpu_job("train", namespace, "run", pods=2, utilization=0.25))
     pods = running_pods(cluster, namespace, "train", 2)
     assert all(p["spec"]["nodeName"].startswith("p5-spot-") for p in pods)
 
     errors: list[float] = []
     for checkpoint in (8, 16):
         time.sleep(checkpoint / 2)
-        status = get(cluster, "tb", "run", namespace)["status"]
+        status = cluster.kubectl.get("tb", "run", namespace)["status"]
         at = parse_time(status["lastAccountedAt"])
         expected = expected_spend(pods, at)
         errors.append(abs(status["spent"] - expected) / expected)
@@ -56,7 +53,8 @@ def test_spend_follows_the_closed_form_and_survives_a_restart(
     # Utilisation 0.25 from the simulated DCGM exporter through Prometheus.
     status = wait_for(
         lambda: (
-            (s := get(cluster, "tb", "run", namespace)["status"]).get("gpuUtilization") is not None
+            (s := cluster.kubectl.get("tb", "run", namespace)["status"]).get("gpuUtilization")
+            is not None
             and s
         ),
         30,
@@ -77,7 +75,7 @@ def test_spend_follows_the_closed_form_and_survives_a_restart(
     before = time.time()
     status = wait_for(
         lambda: (
-            (s := get(cluster, "tb", "run", namespace)["status"])
+            (s := cluster.kubectl.get("tb", "run", namespace)["status"])
             and parse_time(s["lastAccountedAt"]).timestamp() > before
             and s
         ),
@@ -106,12 +104,12 @@ def test_spend_follows_the_closed_form_and_survives_a_restart(
 def test_utilization_cost_model_charges_work_done(
     cluster: Any, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(cluster, budget("shared", namespace, costModel="Utilization"))
-    apply(cluster, gpu_job("share", namespace, "shared", pods=1, utilization=0.5))
+    cluster.kubectl.apply(budget("shared", namespace, costModel="Utilization"))
+    cluster.kubectl.apply(gpu_job("share", namespace, "shared", pods=1, utilization=0.5))
     pods = running_pods(cluster, namespace, "share", 1)
     status = wait_for(
         lambda: (
-            (s := get(cluster, "tb", "shared", namespace)["status"]).get("burnRatePerHour")
+            (s := cluster.kubectl.get("tb", "shared", namespace)["status"]).get("burnRatePerHour")
             == NODE_PRICE * 0.5
             and s
         ),
@@ -121,7 +119,7 @@ def test_utilization_cost_model_charges_work_done(
     # From here on every interval is metered: spend grows at half the allocation rate.
     first = status
     time.sleep(8)
-    last = get(cluster, "tb", "shared", namespace)["status"]
+    last = cluster.kubectl.get("tb", "shared", namespace)["status"]
     elapsed = parse_time(last["lastAccountedAt"]) - parse_time(first["lastAccountedAt"])
     allocation = NODE_PRICE * elapsed.total_seconds() / 3600
     assert last["spent"] - first["spent"] == pytest.approx(0.5 * allocation, rel=0.02)
@@ -134,14 +132,15 @@ def test_utilization_cost_model_charges_work_done(
 def test_prometheus_down_keeps_allocation_spend_and_sets_condition(
     cluster: Any, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(cluster, budget("nometrics", namespace))
-    apply(cluster, gpu_job("blind", namespace, "nometrics", pods=1))
+    cluster.kubectl.apply(budget("nometrics", namespace))
+    cluster.kubectl.apply(gpu_job("blind", namespace, "nometrics", pods=1))
     pods = running_pods(cluster, namespace, "blind", 1)
     wait_for(
         lambda: (
             (
                 condition(
-                    get(cluster, "tb", "nometrics", namespace).get("status", {}), "MetricsAvailable"
+                    cluster.kubectl.get("tb", "nometrics", namespace).get("status", {}),
+                    "MetricsAvailable",
                 )
                 or {}
             ).get("status")
@@ -155,7 +154,7 @@ def test_prometheus_down_keeps_allocation_spend_and_sets_condition(
     try:
         status = wait_for(
             lambda: (
-                (s := get(cluster, "tb", "nometrics", namespace)["status"])
+                (s := cluster.kubectl.get("tb", "nometrics", namespace)["status"])
                 and (condition(s, "MetricsAvailable") or {}).get("status") == "False"
                 and s
             ),
@@ -163,7 +162,7 @@ def test_prometheus_down_keeps_allocation_spend_and_sets_condition(
             "MetricsAvailable=False",
         )
         time.sleep(4)
-        status = get(cluster, "tb", "nometrics", namespace)["status"]
+        status = cluster.kubectl.get("tb", "nometrics", namespace)["status"]
         expected = expected_spend(pods, parse_time(status["lastAccountedAt"]))
         assert status["spent"] == pytest.approx(expected, rel=0.02)
         assert time.time() - parse_time(status["lastAccountedAt"]).timestamp() < 8
@@ -172,7 +171,9 @@ def test_prometheus_down_keeps_allocation_spend_and_sets_condition(
     wait_for(
         lambda: (
             (
-                condition(get(cluster, "tb", "nometrics", namespace)["status"], "MetricsAvailable")
+                condition(
+                    cluster.kubectl.get("tb", "nometrics", namespace)["status"], "MetricsAvailable"
+                )
                 or {}
             ).get("status")
             == "True"
