@@ -57,7 +57,7 @@ def horizontal_bars(
     left, top, bar = 220, 30, 22
     height = top + bar * max(len(rows), 1) + 30
     peak = max((sum(values) for _, values in rows), default=0.0) or 1.0
-    plot_w = WIDTH - left - 170
+    plot_w = WIDTH - left - (260 if len(series) > 1 else 170)  # room for the legend
     parts = [_frame(title, height)]
     for i, (label, values) in enumerate(rows):
         y = top + i * bar

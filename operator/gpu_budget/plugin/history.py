@@ -111,10 +111,9 @@ def assemble(
         usage[key].idle = value
     for key, value in (gpu_hours or {}).items():
         usage[key].gpu_hours = value
-    for key, value in busy.items():
+    for key, value in busy.items():  # a budget without utilisation series has none
         usage[key].busy = value
-    for key, value in weight.items():
-        usage[key].weight = value
+        usage[key].weight = weight.get(key, 0.0)
     return {key: u for key, u in usage.items() if 0 <= key[1] < len(periods)}
 
 
