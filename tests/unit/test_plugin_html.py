@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import subprocess
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -98,4 +97,3 @@ def test_the_charts_render_in_headless_chromium(tmp_path: Path) -> None:
     )
     assert shot.stat().st_size > 10_000
     shutil.copy(shot, Path("/tmp") / "gpubudget-report.png")
-    assert timedelta(days=1) == DAY.end - DAY.start
