@@ -12,12 +12,15 @@ import structlog
 from gpu_budget import metrics
 from gpu_budget.inheritance import SpendRecord, supersedes
 from gpu_budget.plan import Plan
+from gpu_budget.reasons import Reason
 from gpu_budget.runtime import Runtime
 from gpu_budget.workloads import ADAPTERS_BY_KIND, WorkloadFacts
 
 log = structlog.get_logger("gpu_budget")
 
-ACTION_EVENT_REASONS = frozenset({"ThresholdReached", "CapExceeded", "GPUsIdle", "Approved"})
+ACTION_EVENT_REASONS = frozenset(
+    {Reason.THRESHOLD_REACHED, Reason.CAP_EXCEEDED, Reason.GPUS_IDLE, Reason.APPROVED}
+)
 """Budget Events that count as enforcement actions besides workload operations."""
 
 
@@ -64,7 +67,7 @@ def report_invalid(state: Runtime, obj: kopf.Body, problems: list[str]) -> None:
     kopf.event(
         obj,
         type="Warning",
-        reason="Unreadable",
+        reason=Reason.UNREADABLE,
         message="gpu-budget-operator cannot fully read this object and counts it "
         "conservatively: " + "; ".join(problems),
     )

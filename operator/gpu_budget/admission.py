@@ -77,6 +77,7 @@ from gpu_budget.workloads import (
     ADAPTERS_BY_KIND,
     CONTROLLERS,
     HELD_ANNOTATION,
+    HELD_AT_ADMISSION,
     KILLED_ANNOTATION,
     WorkloadAdapter,
 )
@@ -84,9 +85,6 @@ from gpu_budget.workloads.base import controller_of
 from gpu_budget.workloads.pod import SCHEDULING_GATE
 
 log = structlog.get_logger("gpu_budget.admission")
-
-HELD_AT_ADMISSION = "Admission"
-"""Value of ``gpubudget.dev/held`` on a workload the webhook suspended."""
 
 MergePatch = dict[str, Any]
 

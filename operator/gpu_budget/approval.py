@@ -12,15 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict
-
 from gpu_budget import APPROVED_AMOUNT_ANNOTATION, APPROVED_CAP_ANNOTATION
 from gpu_budget.formats import FormatError, parse_usd
+from gpu_budget.models import InternalModel
+from gpu_budget.reasons import Reason
 
 
-class ApprovalDecision(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class ApprovalDecision(InternalModel):
     required: bool
     """The cap or the estimate is above the ceiling."""
     approved_amount: float | None
@@ -35,7 +33,7 @@ class ApprovalDecision(BaseModel):
     An Alert-only budget runs past its cap, never past this."""
     awaiting: bool
     """Approval is required and does not cover the cap."""
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -90,7 +88,7 @@ def decide(
             spend_limit=cost_cap,
             hard_limit=max(ceiling, covered or 0.0),
             awaiting=False,
-            reason="BelowCeiling",
+            reason=Reason.BELOW_CEILING,
             message=f"Cap and estimate are within the approval ceiling of ${ceiling:,.2f}.",
         )
     needs = " and ".join(over) + f" above the approval ceiling of ${ceiling:,.2f}"
@@ -103,7 +101,7 @@ def decide(
             spend_limit=0.0,
             hard_limit=0.0,
             awaiting=True,
-            reason="AwaitingApproval",
+            reason=Reason.AWAITING_APPROVAL,
             message=f"Finance approval needed: {needs}{suffix}. Finance approves with "
             f"`kubectl annotate tb <name> {APPROVED_AMOUNT_ANNOTATION}=<USD>`.",
         )
@@ -122,7 +120,7 @@ def decide(
             spend_limit=covered,
             hard_limit=covered,
             awaiting=True,
-            reason="ApprovalBelowCap",
+            reason=Reason.APPROVAL_BELOW_CAP,
             message=f"{why}; the run may spend up to ${covered:,.2f} until finance approves "
             "the cap.",
         )
@@ -133,6 +131,6 @@ def decide(
         spend_limit=cost_cap,
         hard_limit=covered,
         awaiting=False,
-        reason="Approved",
+        reason=Reason.APPROVED,
         message=f"Finance approved ${amount:,.2f}, covering the cap of ${cost_cap:,.2f}.",
     )

@@ -1,7 +1,8 @@
 """Status conditions, the way Kubernetes API conventions describe them.
 
 ``lastTransitionTime`` moves only when a condition's status flips, so a reader
-can tell how long a budget has been, say, without metrics.
+can tell how long a budget has been, say, without metrics. The types are
+:class:`gpu_budget.reasons.ConditionType`.
 """
 
 from __future__ import annotations
@@ -10,28 +11,14 @@ from datetime import datetime
 from typing import Literal
 
 from gpu_budget.models import Condition
+from gpu_budget.reasons import ConditionType
 
 ConditionStatus = Literal["True", "False", "Unknown"]
-
-METRICS_AVAILABLE = "MetricsAvailable"
-"""True while Prometheus answers the utilisation query."""
-PRICED = "Priced"
-"""False while a pod of the budget runs on a node with no known price."""
-SPEND_ESTIMATED = "SpendEstimated"
-"""True once any spend was estimated rather than observed (never goes back)."""
-APPROVED = "Approved"
-"""Present when the budget needs finance: False while approval is missing or short."""
-CAP_REACHED = "CapReached"
-"""True while the run is stopped at (or, alert-only, past) its limit."""
-THRESHOLD_REACHED = "ThresholdReached"
-"""True once spend passed a warning threshold; the reason names the highest."""
-IDLE = "GPUsIdle"
-"""With an idle rule: True while the GPUs are below its utilisation threshold."""
 
 
 def set_condition(
     conditions: list[Condition],
-    type_: str,
+    type_: ConditionType,
     status: ConditionStatus,
     reason: str,
     message: str,
@@ -57,17 +44,10 @@ def set_condition(
     return result
 
 
-def find(conditions: list[Condition], type_: str) -> Condition | None:
+def find(conditions: list[Condition], type_: ConditionType) -> Condition | None:
     return next((c for c in conditions if c.type == type_), None)
 
 
-def is_true(conditions: list[Condition], type_: str) -> bool:
+def is_true(conditions: list[Condition], type_: ConditionType) -> bool:
     condition = find(conditions, type_)
     return condition is not None and condition.status == "True"
-
-
-INHERITED = "Inherited"
-"""True once the budget took over the spend (and stop) of an earlier budget of its name."""
-VALID = "Valid"
-"""False while something the budget depends on cannot be read (a workload, an annotation,
-the action at the cap); the message says what and how to fix it."""

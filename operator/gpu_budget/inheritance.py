@@ -22,14 +22,14 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gpu_budget import SPEND_RECORD_ANNOTATION
-from gpu_budget.enforcement import StopReason
 from gpu_budget.models import Ledger, Phase, TrainingBudgetStatus
+from gpu_budget.reasons import Reason
 from gpu_budget.workloads import WorkloadFacts
 
 MAX_INHERITED = 50
 """Predecessor uids kept in the ledger; older ones fold into the totals only."""
 
-INHERITED_STOPS = frozenset({StopReason.CAP_REACHED, StopReason.APPROVAL_EXHAUSTED})
+INHERITED_STOPS = frozenset({Reason.CAP_REACHED, Reason.APPROVAL_EXHAUSTED})
 """Stops a successor keeps. An idle stop is lifted by editing the budget, and a
 recreated budget is an edit; a deletion hold is lifted by the budget coming back."""
 

@@ -37,12 +37,12 @@ from gpu_budget.actions import (
     workload_reference,
 )
 from gpu_budget.attribution import effective_owner
-from gpu_budget.enforcement import StopReason
 from gpu_budget.inheritance import record_for
 from gpu_budget.models import BudgetPolicySpec, TrainingBudgetSpec, TrainingBudgetStatus
 from gpu_budget.node_pricing import NodeFacts
 from gpu_budget.plan import Plan, plan_pass
 from gpu_budget.pods import PodFacts
+from gpu_budget.reasons import Reason
 from gpu_budget.runtime import Runtime, current_policy, newest_status
 from gpu_budget.schedule import BudgetKey
 from gpu_budget.view import utcnow
@@ -140,7 +140,7 @@ def next_due(plan: Plan) -> datetime | None:
     """The budget's next instant that needs a pass: its stop, a threshold, a checkpoint warning."""
     decision = plan.decision
     checkpoint = None if decision.checkpoint else decision.checkpoint_at
-    moments = [m for m in (decision.stop_at, decision.next_threshold_at, checkpoint) if m]
+    moments = [m for m in (decision.record.stop_at, decision.next_threshold_at, checkpoint) if m]
     return min(moments, default=None)
 
 
@@ -236,7 +236,7 @@ async def hold_budgetless(state: Runtime, facts: PassFacts) -> None:
             continue
         for workload in workloads:
             adapter = ADAPTERS_BY_KIND[workload.kind]
-            operation = adapter.suspend(workload, StopReason.BUDGET_NOT_FOUND)
+            operation = adapter.suspend(workload, Reason.BUDGET_NOT_FOUND)
             if operation is not None:
                 await state.client.apply(adapter, workload, operation)
             if workload.uid in state.reported_missing:
@@ -245,7 +245,7 @@ async def hold_budgetless(state: Runtime, facts: PassFacts) -> None:
             kopf.event(
                 workload_reference(workload),
                 type="Warning",
-                reason="BudgetNotFound",
+                reason=Reason.BUDGET_NOT_FOUND,
                 message=f"No TrainingBudget {workload.budget} in namespace {workload.namespace}; "
                 f"held until one exists. Create it, or fix the {BUDGET_LABEL} label.",
             )
@@ -264,7 +264,7 @@ async def hold_vanished(state: Runtime, facts: PassFacts) -> None:
             state,
             facts.workloads.get(key, []) if key not in facts.bodies else [],
             record_for(status, uid, facts.now),
-            StopReason.BUDGET_DELETED,
+            Reason.BUDGET_DELETED,
             f"TrainingBudget {key[1]} is gone; held until a budget {key[1]} allows it.",
         )
         for memory in (state.computed, state.written, state.seen, state.finalizing):
@@ -317,7 +317,7 @@ async def release_deleted(state: Runtime, facts: PassFacts) -> None:
                 state,
                 facts.workloads.get(key, []),
                 record_for(plan.status, uid, utcnow()),
-                StopReason.BUDGET_DELETED,
+                Reason.BUDGET_DELETED,
                 f"TrainingBudget {key[1]} was deleted; held until a budget {key[1]} allows it. "
                 "What it spent stays on record: a new budget of that name carries it on.",
             )

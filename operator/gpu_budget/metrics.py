@@ -10,8 +10,9 @@ import contextlib
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from gpu_budget.conditions import APPROVED, find
+from gpu_budget.conditions import find
 from gpu_budget.models import Owner, Phase, TrainingBudgetSpec, TrainingBudgetStatus
+from gpu_budget.reasons import ConditionType
 
 BUDGET_LABELS = ("namespace", "budget", "team", "cost_center")
 
@@ -96,7 +97,7 @@ def observe_budget(
     IDLE_SPEND.labels(*labels).set(status.idle_spend)
     if status.gpu_utilization is not None:
         UTILIZATION.labels(*labels).set(status.gpu_utilization)
-    waiting = find(status.conditions, APPROVED)
+    waiting = find(status.conditions, ConditionType.APPROVED)
     if (
         status.phase == Phase.AWAITING_APPROVAL
         and waiting is not None

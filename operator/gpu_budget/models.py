@@ -31,6 +31,16 @@ class ApiModel(BaseModel):
     )
 
 
+class InternalModel(BaseModel):
+    """Base for values that live only inside the operator: immutable, unknown fields rejected.
+
+    Rejecting unknown fields is what makes a removed field fail loudly: a caller
+    (or a test) still passing it is an error, not a value silently dropped.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
 class CapacityType(StrEnum):
     SPOT = "spot"
     ON_DEMAND = "on-demand"

@@ -1,71 +1,66 @@
 """One pass over a budget, planned: account, decide approval and enforcement, say what to change.
 
-The kopf shell gathers the facts, calls :func:`plan_pass` and carries the
-plan out: it writes the status, posts the Events, sends the notifications,
-and sends each workload operation. Nothing here touches the cluster.
+The loop gathers the facts, calls :func:`plan_pass` and carries the plan out:
+it writes the status, posts the Events, sends the notifications, and sends
+each workload operation. Nothing here touches the cluster.
+
+The pass descends once: :func:`gpu_budget.accounting.account` charges the
+ledger; :func:`gpu_budget.approval.decide` and
+:func:`gpu_budget.enforcement.decide` decide; then each concern (validity,
+approval, thresholds, idle GPUs, the cap) says what it found, and
+:func:`gpu_budget.findings.fold` applies it all in one place. What to do to
+workloads and pods comes last, from the decision alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from gpu_budget import APPROVED_AT_ANNOTATION, APPROVED_BY_ANNOTATION, approval, notify
-from gpu_budget import conditions as cond
-from gpu_budget.accounting import AccountingInput, BudgetEvent, account
-from gpu_budget.enforcement import Desired, EnforcementDecision, EnforcementInput, decide
+from gpu_budget.accounting import AccountingInput, AccountingOutcome, account
+from gpu_budget.approval import ApprovalDecision
+from gpu_budget.conditions import find
+from gpu_budget.enforcement import Desired, EnforcementDecision, Measured, Terms, decide
+from gpu_budget.findings import BudgetEvent, ConditionChange, Findings, fold
 from gpu_budget.formats import optional_time, rfc3339
 from gpu_budget.inheritance import record_for
 from gpu_budget.models import (
     ApprovalStatus,
     Condition,
     EnforcementAction,
-    EnforcementStatus,
+    IdleRule,
+    InternalModel,
     Phase,
     TrainingBudgetStatus,
 )
 from gpu_budget.pods import STOP_AT_ANNOTATION, PodFacts
-from gpu_budget.workloads import ADAPTERS_BY_KIND, Operation, WorkloadFacts
+from gpu_budget.reasons import ConditionType, Reason, threshold_reason
+from gpu_budget.workloads import ADAPTERS_BY_KIND, HELD_AT_ADMISSION, Operation, WorkloadFacts
 
 
-class WorkloadAction(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class WorkloadAction(InternalModel):
     workload: WorkloadFacts
     operation: Operation
-    reason: str
+    reason: Reason
     message: str
 
 
-class PodAnnotation(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class PodAnnotation(InternalModel):
     namespace: str
     name: str
     annotations: dict[str, str]
 
 
-class PodDeletion(BaseModel):
+class PodDeletion(InternalModel):
     """Delete a stopped run's pod whose grace period exceeds the policy's bound, with the bound."""
-
-    model_config = ConfigDict(frozen=True)
 
     namespace: str
     name: str
     grace_seconds: int
 
 
-class Notification(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    reason: str
-    message: str
-
-
-class Plan(BaseModel):
+class Plan(InternalModel):
     status: TrainingBudgetStatus
     events: list[BudgetEvent]
     notifications: list[dict[str, Any]]
@@ -76,76 +71,6 @@ class Plan(BaseModel):
     decision: EnforcementDecision
     notify_url: str | None
     """Where the policy wants notifications sent; None for none."""
-
-
-def _validity(
-    conditions: list[Condition], problems: Sequence[str], now: datetime, generation: int | None
-) -> list[Condition]:
-    """``Valid`` says what of the budget's objects could not be read, and that it was counted."""
-    if problems:
-        return cond.set_condition(
-            conditions,
-            cond.VALID,
-            "False",
-            "UnreadableObjects",
-            "; ".join(problems[:10]) + ". Counted conservatively (an unreadable GPU quantity "
-            "counts as one GPU); fix the objects.",
-            now,
-            generation,
-        )
-    if cond.find(conditions, cond.VALID) is None:
-        return conditions
-    return cond.set_condition(
-        conditions, cond.VALID, "True", "AllReadable", "Every object reads well.", now, generation
-    )
-
-
-def _enforcement_record(
-    previous: TrainingBudgetStatus,
-    status: TrainingBudgetStatus,
-    decision: EnforcementDecision,
-    stopped: bool,
-    now: datetime,
-) -> EnforcementStatus:
-    """What enforcement did and plans; when a run is stopped, when and at what spend."""
-    if not stopped:
-        stopped_at, spent_at_stop = None, None
-    elif decision.acted:
-        stopped_at, spent_at_stop = now, status.spent
-    else:
-        stopped_at, spent_at_stop = (
-            previous.enforcement.stopped_at,
-            previous.enforcement.spent_at_stop,
-        )
-    return EnforcementStatus(
-        reason=None if decision.desired == Desired.RUN else decision.reason,
-        warned=decision.warned,
-        stop_at=decision.stop_at,
-        stopped_at=stopped_at,
-        spent_at_stop=spent_at_stop,
-        stopped_at_generation=decision.stopped_at_generation,
-        limit_at_stop=decision.limit_at_stop if stopped else None,
-        idle_since=decision.idle_since,
-        idle_alerted_for=decision.idle_alerted_for,
-    )
-
-
-def _current_utilization(pods: list[PodFacts], facts: AccountingInput) -> float | None:
-    if not facts.utilization.available:
-        return None
-    weighted = [
-        (
-            pod.gpus(facts.policy.gpu_resources),
-            facts.utilization.for_pod(pod.namespace, pod.name, pod.node),
-        )
-        for pod in pods
-        if pod.holds_gpus
-    ]
-    known = [(gpus, value) for gpus, value in weighted if value is not None]
-    total = sum(gpus for gpus, _ in known)
-    if not known or total == 0:
-        return None
-    return sum(gpus * value for gpus, value in known) / total
 
 
 def effective_action(
@@ -164,258 +89,347 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
     # Accounting changes the ledger and what it measures, never the phase or
     # the enforcement record: those are still the previous pass's (or, for a
     # recreated budget, its predecessor's).
-    previous = outcome.status
     status = outcome.status
-    events = list(outcome.events)
-    notifications: list[Notification] = []
-    now, spec, generation = facts.now, facts.spec, facts.generation
-    action = effective_action(
-        EnforcementAction(spec.enforcement.action), facts.policy.allowed_actions
-    )
-    max_grace = facts.policy.max_grace_period_seconds
-
+    spec, policy, now = facts.spec, facts.policy, facts.now
+    terms = _terms(facts)
     approval_decision = approval.decide(
         spec.cost_cap,
         None if status.estimate is None else status.estimate.total,
-        facts.policy.approval_ceiling,
+        policy.approval_ceiling,
         annotations,
     )
     running_pods = [pod for pod in outcome.pods if pod.holds_gpus]
-    warn_at = (
-        spec.enforcement.warn_at
-        if spec.enforcement.warn_at is not None
-        else facts.policy.default_warn_at
-    )
     decision = decide(
-        EnforcementInput(
-            now=now,
-            generation=generation,
-            cost_cap=spec.cost_cap,
-            approval=approval_decision,
-            action=action,
-            warn_at=list(warn_at),
-            checkpoint_lead_seconds=spec.enforcement.checkpoint_lead_seconds,
-            idle=spec.enforcement.idle,
-            spent=status.spent,
-            burn_rate_per_hour=status.burn_rate_per_hour,
-            stop_grace_seconds=min(
-                max_grace,
-                max((pod.termination_grace_seconds for pod in running_pods), default=0),
-            ),
-            current_utilization=_current_utilization(outcome.pods, facts),
-            previous_phase=Phase(previous.phase),
-            previous_reason=previous.enforcement.reason,
-            stopped_at_generation=previous.enforcement.stopped_at_generation,
-            limit_at_stop=previous.enforcement.limit_at_stop,
-            warned=previous.enforcement.warned,
-            idle_since=previous.enforcement.idle_since,
-            idle_alerted_for=previous.enforcement.idle_alerted_for,
-        )
+        Phase(status.phase),
+        status.enforcement,
+        terms,
+        approval_decision,
+        _measured(status, outcome, running_pods, policy.max_grace_period_seconds),
+        now,
+        facts.generation,
     )
-
-    problems = list(outcome.problems)
-    if action != spec.enforcement.action:
-        problems.append(
-            f"the BudgetPolicy allows only {', '.join(facts.policy.allowed_actions)} at the cap, "
-            f"so this budget's {spec.enforcement.action} is enforced as Suspend; choose an "
-            "allowed action"
-        )
-    previous_valid = cond.find(status.conditions, cond.VALID)
-    conditions = _validity(list(status.conditions), problems, now, generation)
-    valid = cond.find(conditions, cond.VALID)
-    if (
-        valid is not None
-        and valid.status == "False"
-        and (previous_valid is None or previous_valid.message != valid.message)
-    ):
-        events.append(BudgetEvent(type="Warning", reason="InvalidObjects", message=valid.message))
-
-    # --- approval
-    approval_status: ApprovalStatus | None = None
-    if approval_decision.required or approval_decision.approved_amount is not None:
-        approved_by = annotations.get(APPROVED_BY_ANNOTATION)
-        approval_status = ApprovalStatus(
-            required=approval_decision.required,
-            approved_amount=approval_decision.approved_amount,
-            approved_cap=approval_decision.approved_cap,
-            approved_by=approved_by,
-            # The record is the API server's to check (approval guard); a value it
-            # let through that still does not parse is shown as unknown, not fatal.
-            approved_at=optional_time(annotations.get(APPROVED_AT_ANNOTATION)),
-            spend_limit=approval_decision.spend_limit,
-            hard_limit=approval_decision.hard_limit,
-        )
-        previous_amount = None if previous.approval is None else previous.approval.approved_amount
-        if approval_decision.approved_amount is not None and (
-            approval_decision.approved_amount != previous_amount
-        ):
-            who = f" by {approved_by}" if approved_by else ""
-            message = f"Finance approved ${approval_decision.approved_amount:,.2f}{who}."
-            events.append(BudgetEvent(type="Normal", reason="Approved", message=message))
-            notifications.append(Notification(reason="Approved", message=message))
-    if approval_decision.required:
-        was_awaiting = cond.find(conditions, cond.APPROVED)
-        conditions = cond.set_condition(
-            conditions,
-            cond.APPROVED,
-            "False" if approval_decision.awaiting else "True",
-            approval_decision.reason,
-            approval_decision.message,
-            now,
-            generation,
-        )
-        if approval_decision.awaiting and (
-            was_awaiting is None or was_awaiting.reason != approval_decision.reason
-        ):
-            events.append(
-                BudgetEvent(
-                    type="Normal",
-                    reason=approval_decision.reason,
-                    message=approval_decision.message,
-                )
-            )
-            notifications.append(
-                Notification(reason=approval_decision.reason, message=approval_decision.message)
-            )
-    elif cond.find(conditions, cond.APPROVED) is not None:
-        conditions = cond.set_condition(
-            conditions,
-            cond.APPROVED,
-            "True",
-            approval_decision.reason,
-            approval_decision.message,
-            now,
-            generation,
-        )
-
-    # --- thresholds
-    for fraction in decision.warnings:
-        message = f"Spent ${status.spent:,.2f}, {fraction:.0%} of the ${spec.cost_cap:,.2f} cap."
-        events.append(BudgetEvent(type="Warning", reason="ThresholdReached", message=message))
-        notifications.append(Notification(reason="ThresholdReached", message=message))
-    highest = max((f for f in decision.warned if f < 1.0), default=None)
-    if highest is not None:
-        conditions = cond.set_condition(
-            conditions,
-            cond.THRESHOLD_REACHED,
-            "True",
-            f"Above{round(highest * 100)}Percent",
-            f"Spend passed {highest:.0%} of the cap.",
-            now,
-            generation,
-        )
-
-    # --- idle GPUs
-    if decision.idle_alert and spec.enforcement.idle is not None:
-        message = (
-            f"GPUs below {spec.enforcement.idle.below_utilization:.0%} utilisation for "
-            f"{spec.enforcement.idle.for_minutes:g} minutes."
-        )
-        events.append(BudgetEvent(type="Warning", reason="GPUsIdle", message=message))
-        notifications.append(Notification(reason="GPUsIdle", message=message))
-    if spec.enforcement.idle is not None:
-        conditions = cond.set_condition(
-            conditions,
-            cond.IDLE,
-            "True" if decision.idle_since is not None else "False",
-            "BelowThreshold" if decision.idle_since is not None else "Busy",
-            f"Idle since {rfc3339(decision.idle_since)}."
-            if decision.idle_since is not None
-            else "GPUs are busy or not running.",
-            now,
-            generation,
-        )
-
-    # --- cap
-    stopped = decision.desired in (Desired.HOLD, Desired.KILL) and decision.phase in (
-        Phase.SUSPENDED,
-        Phase.KILLED,
+    conditions, events = fold(
+        status.conditions,
+        (
+            *outcome.findings,
+            _validity_findings(status.conditions, _problems(outcome, facts, terms)),
+            _approval_findings(status, approval_decision, annotations),
+            _threshold_findings(decision, status.spent, spec.cost_cap),
+            _idle_findings(decision, spec.enforcement.idle),
+            _cap_findings(status, decision),
+        ),
+        now,
+        facts.generation,
     )
-    if decision.acted:
-        kind = "Warning"
-        events.append(BudgetEvent(type=kind, reason=decision.reason, message=decision.message))
-        notifications.append(Notification(reason=decision.reason, message=decision.message))
-    if stopped or decision.reason == "CapExceeded":
-        conditions = cond.set_condition(
-            conditions, cond.CAP_REACHED, "True", decision.reason, decision.message, now, generation
-        )
-    elif cond.find(conditions, cond.CAP_REACHED) is not None:
-        conditions = cond.set_condition(
-            conditions, cond.CAP_REACHED, "False", "WithinBudget", decision.message, now, generation
-        )
-    if previous.phase == Phase.SUSPENDED and decision.desired == Desired.RUN:
-        events.append(
-            BudgetEvent(type="Normal", reason="Resumed", message="Budget has room again; resuming.")
-        )
-
-    # --- workloads
-    enforcement = _enforcement_record(previous, status, decision, stopped, now)
     final = status.model_copy(
         update={
             "phase": decision.phase,
-            "approval": approval_status,
-            "enforcement": enforcement,
+            "approval": _approval_record(approval_decision, annotations),
+            "enforcement": decision.record,
             "conditions": conditions,
         }
     )
-    record = record_for(final, facts.uid, now).to_annotation()
+    return Plan(
+        status=final,
+        events=events,
+        notifications=[
+            notify.payload(
+                facts.namespace, facts.name, event.reason, event.message, final.spent, spec.cost_cap
+            )
+            for event in events
+            if event.notify
+        ],
+        workload_actions=_workload_actions(facts, final, decision),
+        pod_annotations=_checkpoint_annotations(running_pods, decision),
+        pod_deletions=_bounded_grace(running_pods, decision, policy.max_grace_period_seconds),
+        decision=decision,
+        notify_url=policy.notification_webhook_url,
+    )
+
+
+def _terms(facts: AccountingInput) -> Terms:
+    enforcement, policy = facts.spec.enforcement, facts.policy
+    return Terms(
+        cost_cap=facts.spec.cost_cap,
+        action=effective_action(EnforcementAction(enforcement.action), policy.allowed_actions),
+        warn_at=tuple(
+            enforcement.warn_at if enforcement.warn_at is not None else policy.default_warn_at
+        ),
+        checkpoint_lead_seconds=enforcement.checkpoint_lead_seconds,
+        idle=enforcement.idle,
+    )
+
+
+def _measured(
+    status: TrainingBudgetStatus,
+    outcome: AccountingOutcome,
+    running_pods: Sequence[PodFacts],
+    max_grace: int,
+) -> Measured:
+    longest_grace = max((pod.termination_grace_seconds for pod in running_pods), default=0)
+    return Measured(
+        spent=status.spent,
+        burn_rate_per_hour=status.burn_rate_per_hour,
+        stop_grace_seconds=min(max_grace, longest_grace),
+        utilization=outcome.utilization,
+    )
+
+
+def _problems(outcome: AccountingOutcome, facts: AccountingInput, terms: Terms) -> list[str]:
+    """What the budget's objects say that cannot be read or cannot be honoured."""
+    problems = list(outcome.problems)
+    if terms.action != facts.spec.enforcement.action:
+        problems.append(
+            f"the BudgetPolicy allows only {', '.join(facts.policy.allowed_actions)} at the "
+            f"cap, so this budget's {facts.spec.enforcement.action} is enforced as Suspend; "
+            "choose an allowed action"
+        )
+    return problems
+
+
+def _validity_findings(conditions: list[Condition], problems: Sequence[str]) -> Findings:
+    """``Valid`` says what of the budget's objects could not be read, and that it was counted."""
+    seen = find(conditions, ConditionType.VALID)
+    if not problems:
+        if seen is None:
+            return Findings()
+        return Findings(
+            conditions=(
+                ConditionChange(
+                    type=ConditionType.VALID,
+                    status="True",
+                    reason=Reason.ALL_READABLE,
+                    message="Every object reads well.",
+                ),
+            )
+        )
+    message = (
+        "; ".join(problems[:10]) + ". Counted conservatively (an unreadable GPU quantity "
+        "counts as one GPU); fix the objects."
+    )
+    return Findings(
+        conditions=(
+            ConditionChange(
+                type=ConditionType.VALID,
+                status="False",
+                reason=Reason.UNREADABLE_OBJECTS,
+                message=message,
+            ),
+        ),
+        events=(BudgetEvent(type="Warning", reason=Reason.INVALID_OBJECTS, message=message),)
+        if seen is None or seen.message != message
+        else (),
+    )
+
+
+def _approval_record(
+    decision: ApprovalDecision, annotations: Mapping[str, str]
+) -> ApprovalStatus | None:
+    """Finance's approval as status records it; None for a budget that never needed one."""
+    if not decision.required and decision.approved_amount is None:
+        return None
+    return ApprovalStatus(
+        required=decision.required,
+        approved_amount=decision.approved_amount,
+        approved_cap=decision.approved_cap,
+        approved_by=annotations.get(APPROVED_BY_ANNOTATION),
+        # The record is the API server's to check (approval guard); a value it
+        # let through that still does not parse is shown as unknown, not fatal.
+        approved_at=optional_time(annotations.get(APPROVED_AT_ANNOTATION)),
+        spend_limit=decision.spend_limit,
+        hard_limit=decision.hard_limit,
+    )
+
+
+def _approval_findings(
+    previous: TrainingBudgetStatus, decision: ApprovalDecision, annotations: Mapping[str, str]
+) -> Findings:
+    """Approved: the condition while finance is needed; Events when finance approves or is
+    asked."""
+    events: list[BudgetEvent] = []
+    previous_amount = None if previous.approval is None else previous.approval.approved_amount
+    if decision.approved_amount is not None and decision.approved_amount != previous_amount:
+        approved_by = annotations.get(APPROVED_BY_ANNOTATION)
+        who = f" by {approved_by}" if approved_by else ""
+        events.append(
+            BudgetEvent(
+                type="Normal",
+                reason=Reason.APPROVED,
+                message=f"Finance approved ${decision.approved_amount:,.2f}{who}.",
+                notify=True,
+            )
+        )
+    seen = find(previous.conditions, ConditionType.APPROVED)
+    if not decision.required and seen is None:
+        return Findings(events=tuple(events))
+    awaiting = decision.required and decision.awaiting
+    if awaiting and (seen is None or seen.reason != decision.reason):
+        events.append(
+            BudgetEvent(
+                type="Normal", reason=decision.reason, message=decision.message, notify=True
+            )
+        )
+    return Findings(
+        conditions=(
+            ConditionChange(
+                type=ConditionType.APPROVED,
+                status="False" if awaiting else "True",
+                reason=decision.reason,
+                message=decision.message,
+            ),
+        ),
+        events=tuple(events),
+    )
+
+
+def _threshold_findings(decision: EnforcementDecision, spent: float, cost_cap: float) -> Findings:
+    """A warning for each threshold crossed; ThresholdReached names the highest so far."""
+    events = tuple(
+        BudgetEvent(
+            type="Warning",
+            reason=Reason.THRESHOLD_REACHED,
+            message=f"Spent ${spent:,.2f}, {fraction:.0%} of the ${cost_cap:,.2f} cap.",
+            notify=True,
+        )
+        for fraction in decision.warnings
+    )
+    highest = max((f for f in decision.record.warned if f < 1.0), default=None)
+    if highest is None:
+        return Findings(events=events)
+    return Findings(
+        conditions=(
+            ConditionChange(
+                type=ConditionType.THRESHOLD_REACHED,
+                status="True",
+                reason=threshold_reason(highest),
+                message=f"Spend passed {highest:.0%} of the cap.",
+            ),
+        ),
+        events=events,
+    )
+
+
+def _idle_findings(decision: EnforcementDecision, rule: IdleRule | None) -> Findings:
+    """With an idle rule: GPUsIdle, and the Alert-only rule's warning."""
+    if rule is None:
+        return Findings()
+    since = decision.record.idle_since
+    events = (
+        (
+            BudgetEvent(
+                type="Warning",
+                reason=Reason.GPUS_IDLE,
+                message=f"GPUs below {rule.below_utilization:.0%} utilisation for "
+                f"{rule.for_minutes:g} minutes.",
+                notify=True,
+            ),
+        )
+        if decision.idle_alert
+        else ()
+    )
+    return Findings(
+        conditions=(
+            ConditionChange(
+                type=ConditionType.IDLE,
+                status="True" if since is not None else "False",
+                reason=Reason.BELOW_THRESHOLD if since is not None else Reason.BUSY,
+                message=f"Idle since {rfc3339(since)}."
+                if since is not None
+                else "GPUs are busy or not running.",
+            ),
+        ),
+        events=events,
+    )
+
+
+def _cap_findings(previous: TrainingBudgetStatus, decision: EnforcementDecision) -> Findings:
+    """CapReached while the run is stopped at (or alert-only past) its limit; the stop's
+    Event, and the resume's."""
+    events: list[BudgetEvent] = []
+    if decision.acted:
+        events.append(
+            BudgetEvent(
+                type="Warning", reason=decision.reason, message=decision.message, notify=True
+            )
+        )
+    if previous.phase == Phase.SUSPENDED and decision.desired == Desired.RUN:
+        events.append(
+            BudgetEvent(
+                type="Normal", reason=Reason.RESUMED, message="Budget has room again; resuming."
+            )
+        )
+    change: ConditionChange | None = None
+    if decision.stopped or decision.reason == Reason.CAP_EXCEEDED:
+        change = ConditionChange(
+            type=ConditionType.CAP_REACHED,
+            status="True",
+            reason=decision.reason,
+            message=decision.message,
+        )
+    elif find(previous.conditions, ConditionType.CAP_REACHED) is not None:
+        change = ConditionChange(
+            type=ConditionType.CAP_REACHED,
+            status="False",
+            reason=Reason.WITHIN_BUDGET,
+            message=decision.message,
+        )
+    return Findings(conditions=() if change is None else (change,), events=tuple(events))
+
+
+def _workload_actions(
+    facts: AccountingInput, final: TrainingBudgetStatus, decision: EnforcementDecision
+) -> list[WorkloadAction]:
+    """Make each workload what the decision says; stops carry the budget's spend record."""
+    record = record_for(final, facts.uid, facts.now).to_annotation()
     actions: list[WorkloadAction] = []
     for workload in facts.workloads:
         adapter = ADAPTERS_BY_KIND[workload.kind]
         op: Operation | None
         if decision.desired == Desired.RUN:
             op = adapter.resume(workload, facts.uid)
-            if workload.held_reason == "Admission":
-                reason, message = "Admitted", f"Budget {facts.name} allows it to start."
+            if workload.held_reason == HELD_AT_ADMISSION:
+                reason, message = Reason.ADMITTED, f"Budget {facts.name} allows it to start."
             else:
-                reason, message = "Resumed", f"Budget {facts.name} allows it to run again."
+                reason, message = Reason.RESUMED, f"Budget {facts.name} allows it to run again."
         elif decision.desired == Desired.HOLD:
             op = adapter.suspend(workload, decision.reason, record)
-            reason, message = "Suspended", f"Budget {facts.name}: {decision.message}"
+            reason, message = Reason.SUSPENDED, f"Budget {facts.name}: {decision.message}"
         else:
             op = adapter.kill(workload, f"{decision.reason}: {decision.message}", record)
-            reason, message = "Killed", f"Budget {facts.name}: {decision.message}"
+            reason, message = Reason.KILLED, f"Budget {facts.name}: {decision.message}"
         if op is not None:
             actions.append(
                 WorkloadAction(workload=workload, operation=op, reason=reason, message=message)
             )
+    return actions
 
-    # --- checkpoint warning
-    pod_annotations: list[PodAnnotation] = []
-    if decision.checkpoint and decision.stop_at is not None:
-        stop_at = rfc3339(decision.stop_at)
-        for pod in running_pods:
-            if pod.stop_at != stop_at:
-                pod_annotations.append(
-                    PodAnnotation(
-                        namespace=pod.namespace,
-                        name=pod.name,
-                        annotations={STOP_AT_ANNOTATION: stop_at},
-                    )
-                )
 
-    # --- bounded grace: a stopped run's pods terminate within the policy's bound
-    pod_deletions: list[PodDeletion] = []
-    if decision.desired != Desired.RUN:
-        pod_deletions = [
-            PodDeletion(namespace=pod.namespace, name=pod.name, grace_seconds=max_grace)
-            for pod in running_pods
-            if pod.termination_grace_seconds > max_grace
-            and (pod.deletion_grace_seconds is None or pod.deletion_grace_seconds > max_grace)
-        ]
+def _checkpoint_annotations(
+    running_pods: Sequence[PodFacts], decision: EnforcementDecision
+) -> list[PodAnnotation]:
+    """Within the checkpoint lead, each running pod learns when its run stops."""
+    stop_at = decision.record.stop_at
+    if not decision.checkpoint or stop_at is None:
+        return []
+    when = rfc3339(stop_at)
+    return [
+        PodAnnotation(
+            namespace=pod.namespace, name=pod.name, annotations={STOP_AT_ANNOTATION: when}
+        )
+        for pod in running_pods
+        if pod.stop_at != when
+    ]
 
-    return Plan(
-        status=final,
-        events=events,
-        notifications=[
-            notify.payload(
-                facts.namespace, facts.name, note.reason, note.message, final.spent, spec.cost_cap
-            )
-            for note in notifications
-        ],
-        workload_actions=actions,
-        pod_annotations=pod_annotations,
-        pod_deletions=pod_deletions,
-        decision=decision,
-        notify_url=facts.policy.notification_webhook_url,
-    )
+
+def _bounded_grace(
+    running_pods: Sequence[PodFacts], decision: EnforcementDecision, max_grace: int
+) -> list[PodDeletion]:
+    """A stopped run's pods terminate within the policy's bound on grace."""
+    if decision.desired == Desired.RUN:
+        return []
+    return [
+        PodDeletion(namespace=pod.namespace, name=pod.name, grace_seconds=max_grace)
+        for pod in running_pods
+        if pod.termination_grace_seconds > max_grace
+        and (pod.deletion_grace_seconds is None or pod.deletion_grace_seconds > max_grace)
+    ]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import pytest
 
 from gpu_budget import BUDGET_LABEL
-from gpu_budget.accounting import AccountingInput, AccountingOutcome, account, budget_pods
+from gpu_budget.accounting import AccountingInput, account, budget_pods
 from gpu_budget.conditions import find
+from gpu_budget.findings import BudgetEvent, fold
 from gpu_budget.inheritance import SpendRecord
 from gpu_budget.models import (
     BudgetPolicySpec,
@@ -25,6 +27,30 @@ from gpu_budget.utilization import UtilizationSnapshot
 from gpu_budget.workloads import WorkloadFacts, WorkloadState
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+class Accounted(NamedTuple):
+    """A pass's outcome with its findings folded, as the plan folds them."""
+
+    status: TrainingBudgetStatus
+    events: list[BudgetEvent]
+    problems: tuple[str, ...]
+    pods: tuple[PodFacts, ...]
+
+
+def folded(facts: AccountingInput) -> Accounted:
+    outcome = account(facts)
+    conditions, events = fold(
+        outcome.status.conditions, outcome.findings, facts.now, facts.generation
+    )
+    return Accounted(
+        status=outcome.status.model_copy(update={"conditions": conditions}),
+        events=events,
+        problems=outcome.problems,
+        pods=outcome.pods,
+    )
+
+
 NODE_PRICE = 36.0  # USD per hour for the whole 8-GPU node -> 4.5 per GPU-hour
 POLICY = BudgetPolicySpec(
     pricing=PricingOverrides(
@@ -77,8 +103,8 @@ def run(
     pods: list[PodFacts] | None = None,
     utilization: UtilizationSnapshot | None = None,
     spec: dict[str, object] | None = None,
-) -> AccountingOutcome:
-    return account(
+) -> Accounted:
+    return folded(
         AccountingInput(
             namespace="ml-team",
             name="run",
@@ -199,8 +225,8 @@ def account_with(
     now: datetime = T0 + timedelta(hours=1),
     policy: BudgetPolicySpec = POLICY,
     status: TrainingBudgetStatus | None = None,
-) -> AccountingOutcome:
-    return account(
+) -> Accounted:
+    return folded(
         AccountingInput(
             namespace="ml-team",
             name="run",
@@ -237,15 +263,15 @@ def test_jobset_pods_are_followed_through_their_job() -> None:
     owners = {"js-workers-0-uid": "js-uid"}
     assert [p.uid for p in account_with([pod], [jobset], owners).pods] == ["w0"]
     # Without the Job's owner known, the pod is nobody's.
-    assert account_with([pod], [jobset], {}).pods == []
+    assert account_with([pod], [jobset], {}).pods == ()
     # A Job of another JobSet is not followed to this one.
-    assert account_with([pod], [jobset], {"js-workers-0-uid": "other-js-uid"}).pods == []
+    assert account_with([pod], [jobset], {"js-workers-0-uid": "other-js-uid"}).pods == ()
 
 
 def test_a_looping_owner_chain_ends() -> None:
     jobset = JOB.model_copy(update={"kind": "JobSet", "name": "js", "uid": "js-uid"})
     pod = job_pod("w0").model_copy(update={"controller_uid": "a"})
-    assert account_with([pod], [jobset], {"a": "b", "b": "a"}).pods == []
+    assert account_with([pod], [jobset], {"a": "b", "b": "a"}).pods == ()
 
 
 # ------------------------------------------------------------------- DRA claims
@@ -302,7 +328,7 @@ def test_a_malformed_gpu_quantity_counts_as_one_gpu_and_is_a_problem() -> None:
     assert len(outcome.problems) == 1
     assert outcome.problems[0].startswith("pod train-bad: container t: nvidia.com/gpu=")
     assert "lots" in outcome.problems[0]
-    assert account_with([job_pod()]).problems == []
+    assert account_with([job_pod()]).problems == ()
 
 
 def test_the_policys_gpu_resources_decide_what_is_charged() -> None:

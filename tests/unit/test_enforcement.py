@@ -3,36 +3,59 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from gpu_budget import enforcement
+from gpu_budget.approval import ApprovalDecision
 from gpu_budget.approval import decide as decide_approval
-from gpu_budget.enforcement import CAP_ALERT, Desired, EnforcementInput, StopReason, decide
-from gpu_budget.models import EnforcementAction, IdleRule, Phase
+from gpu_budget.enforcement import (
+    CAP_ALERT,
+    STOP_REASONS,
+    Desired,
+    EnforcementDecision,
+    Measured,
+    Terms,
+)
+from gpu_budget.models import EnforcementAction, EnforcementStatus, IdleRule, Phase
+from gpu_budget.reasons import Reason
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 CAP = 1_000.0
 CEILING = 10_000.0
 
 
-def facts(**overrides: Any) -> EnforcementInput:
-    base: dict[str, Any] = {
+class Case(NamedTuple):
+    """The arguments of one call of :func:`gpu_budget.enforcement.decide`."""
+
+    phase: Phase
+    previous: EnforcementStatus
+    terms: Terms
+    approval: ApprovalDecision
+    measured: Measured
+    now: datetime
+    generation: int | None
+
+
+def facts(**overrides: Any) -> Case:
+    """A running $1,000 budget burning $1 a second, with what the test changes."""
+    f: dict[str, Any] = {
         "now": NOW,
         "generation": 1,
         "cost_cap": CAP,
         "approval": decide_approval(CAP, None, 10_000, {}),
         "action": EnforcementAction.SUSPEND,
-        "warn_at": [0.5, 0.8, 0.9],
+        "warn_at": (0.5, 0.8, 0.9),
         "checkpoint_lead_seconds": 300,
         "idle": None,
         "spent": 0.0,
         "burn_rate_per_hour": 3600.0,  # $1 per second
         "stop_grace_seconds": 30.0,
         "current_utilization": 0.9,
-        "has_workloads": True,
         "previous_phase": Phase.RUNNING,
         "previous_reason": None,
         "stopped_at_generation": None,
@@ -41,16 +64,49 @@ def facts(**overrides: Any) -> EnforcementInput:
         "idle_since": None,
         "idle_alerted_for": None,
     }
-    return EnforcementInput(**{**base, **overrides})
+    unknown = set(overrides) - set(f)
+    assert not unknown, f"no such fact: {unknown}"
+    f.update(overrides)
+    return Case(
+        phase=f["previous_phase"],
+        previous=EnforcementStatus(
+            reason=f["previous_reason"],
+            warned=list(f["warned"]),
+            stopped_at_generation=f["stopped_at_generation"],
+            limit_at_stop=f["limit_at_stop"],
+            idle_since=f["idle_since"],
+            idle_alerted_for=f["idle_alerted_for"],
+        ),
+        terms=Terms(
+            cost_cap=f["cost_cap"],
+            action=f["action"],
+            warn_at=tuple(f["warn_at"]),
+            checkpoint_lead_seconds=f["checkpoint_lead_seconds"],
+            idle=f["idle"],
+        ),
+        approval=f["approval"],
+        measured=Measured(
+            spent=f["spent"],
+            burn_rate_per_hour=f["burn_rate_per_hour"],
+            stop_grace_seconds=f["stop_grace_seconds"],
+            utilization=f["current_utilization"],
+        ),
+        now=f["now"],
+        generation=f["generation"],
+    )
+
+
+def decide(case: Case) -> EnforcementDecision:
+    return enforcement.decide(*case)
 
 
 def test_thresholds_fire_once_each_in_order() -> None:
     d = decide(facts(spent=850))
-    assert d.warnings == [0.5, 0.8]
-    again = decide(facts(spent=860, warned=d.warned))
-    assert again.warnings == []
-    later = decide(facts(spent=905, warned=d.warned))
-    assert later.warnings == [0.9]
+    assert d.warnings == (0.5, 0.8)
+    again = decide(facts(spent=860, warned=d.record.warned))
+    assert again.warnings == ()
+    later = decide(facts(spent=905, warned=d.record.warned))
+    assert later.warnings == (0.9,)
 
 
 def test_next_threshold_is_predicted_so_warnings_are_not_late() -> None:
@@ -63,7 +119,7 @@ def test_next_threshold_is_predicted_so_warnings_are_not_late() -> None:
 def test_stop_is_planned_when_spend_reaches_cap_minus_grace() -> None:
     d = decide(facts(spent=400))
     # $600 left at $1/s is 600 s; pods keep costing for their 30 s grace period.
-    assert d.stop_at == NOW + timedelta(seconds=570)
+    assert d.record.stop_at == NOW + timedelta(seconds=570)
     assert d.desired == Desired.RUN
     assert not d.checkpoint
 
@@ -93,23 +149,26 @@ def test_kill_at_the_cap_is_final() -> None:
 def test_alert_only_keeps_running_and_alerts_once() -> None:
     d = decide(facts(spent=CAP + 1, action=EnforcementAction.ALERT))
     assert d.desired == Desired.RUN and d.acted and d.reason == "CapExceeded"
-    assert CAP_ALERT in d.warned
-    again = decide(facts(spent=CAP + 50, action=EnforcementAction.ALERT, warned=d.warned))
+    assert CAP_ALERT in d.record.warned
+    again = decide(facts(spent=CAP + 50, action=EnforcementAction.ALERT, warned=d.record.warned))
     assert not again.acted
     # No stop is planned at the cap; the only one is at the hard limit (here the ceiling).
     below = decide(facts(spent=500, action=EnforcementAction.ALERT))
     assert below.desired == Desired.RUN
-    assert below.stop_at == NOW + timedelta(seconds=CEILING - 500 - 30)
+    assert below.record.stop_at == NOW + timedelta(seconds=CEILING - 500 - 30)
 
 
 def test_suspended_run_stays_suspended_until_the_cap_is_raised() -> None:
-    held = facts(spent=CAP, previous_phase=Phase.SUSPENDED, previous_reason="CapReached")
+    stopped: dict[str, Any] = {
+        "spent": CAP,
+        "previous_phase": Phase.SUSPENDED,
+        "previous_reason": "CapReached",
+    }
+    held = facts(**stopped)
     assert decide(held).desired == Desired.HOLD
     assert not decide(held).acted
     resumed = decide(
-        held.model_copy(
-            update={"cost_cap": 2_000, "approval": decide_approval(2_000, None, 10_000, {})}
-        )
+        facts(**stopped, cost_cap=2_000, approval=decide_approval(2_000, None, 10_000, {}))
     )
     assert resumed.desired == Desired.RUN
     assert resumed.phase == Phase.RUNNING
@@ -117,18 +176,16 @@ def test_suspended_run_stays_suspended_until_the_cap_is_raised() -> None:
 
 def test_the_grace_sliver_left_by_a_predictive_stop_does_not_resume() -> None:
     stopped = decide(facts(spent=975))
-    assert stopped.limit_at_stop == CAP
-    held = facts(
-        spent=975,
-        burn_rate_per_hour=0,
-        previous_phase=Phase.SUSPENDED,
-        previous_reason="CapReached",
-        limit_at_stop=stopped.limit_at_stop,
-    )
-    assert decide(held).desired == Desired.HOLD
-    raised = held.model_copy(
-        update={"cost_cap": 1_200, "approval": decide_approval(1_200, None, 10_000, {})}
-    )
+    assert stopped.record.limit_at_stop == CAP
+    at_stop: dict[str, Any] = {
+        "spent": 975,
+        "burn_rate_per_hour": 0,
+        "previous_phase": Phase.SUSPENDED,
+        "previous_reason": "CapReached",
+        "limit_at_stop": stopped.record.limit_at_stop,
+    }
+    assert decide(facts(**at_stop)).desired == Desired.HOLD
+    raised = facts(**at_stop, cost_cap=1_200, approval=decide_approval(1_200, None, 10_000, {}))
     assert decide(raised).desired == Desired.RUN
 
 
@@ -154,7 +211,7 @@ def test_raised_cap_without_approval_stops_at_the_approved_amount() -> None:
     approval = decide_approval(30_000, None, 10_000, {"gpubudget.dev/approved-amount": "20000"})
     running = decide(facts(cost_cap=30_000, approval=approval, spent=10_000))
     assert running.desired == Desired.RUN
-    assert running.stop_at == NOW + timedelta(seconds=10_000 - 30)
+    assert running.record.stop_at == NOW + timedelta(seconds=10_000 - 30)
     stopped = decide(facts(cost_cap=30_000, approval=approval, spent=20_000))
     assert stopped.desired == Desired.HOLD and stopped.reason == "ApprovalExhausted"
     still = decide(
@@ -183,13 +240,13 @@ def test_raised_cap_without_approval_stops_at_the_approved_amount() -> None:
 def test_idle_rule_suspends_after_its_duration() -> None:
     rule = IdleRule(below_utilization=0.1, for_minutes=10, action="Suspend")
     first = decide(facts(idle=rule, current_utilization=0.02))
-    assert first.idle_since == NOW and first.desired == Desired.RUN
+    assert first.record.idle_since == NOW and first.desired == Desired.RUN
     later = decide(
         facts(idle=rule, current_utilization=0.02, idle_since=NOW, now=NOW + timedelta(minutes=10))
     )
     assert later.desired == Desired.HOLD and later.reason == "IdleGPUs"
     busy = decide(facts(idle=rule, current_utilization=0.5, idle_since=NOW))
-    assert busy.idle_since is None
+    assert busy.record.idle_since is None
     held = decide(
         facts(
             idle=rule,
@@ -221,7 +278,7 @@ def test_idle_alert_fires_once_per_idle_stretch() -> None:
             idle=rule,
             current_utilization=0.0,
             idle_since=NOW,
-            idle_alerted_for=d.idle_alerted_for,
+            idle_alerted_for=d.record.idle_alerted_for,
             now=at,
         )
     )
@@ -230,7 +287,7 @@ def test_idle_alert_fires_once_per_idle_stretch() -> None:
 
 def test_no_burn_no_stop_plan() -> None:
     d = decide(facts(spent=10, burn_rate_per_hour=0))
-    assert d.stop_at is None and d.phase == Phase.PENDING
+    assert d.record.stop_at is None and d.phase == Phase.PENDING
 
 
 @settings(max_examples=300, deadline=None)
@@ -247,8 +304,8 @@ def test_stopping_at_the_planned_moment_lands_on_the_cap(
         # Already within the grace period of the cap: stopping now overshoots by less than grace.
         assert spent + burn * grace / 3600 >= CAP - 1e-6
         return
-    assert d.stop_at is not None
-    seconds = (d.stop_at - NOW).total_seconds()
+    assert d.record.stop_at is not None
+    seconds = (d.record.stop_at - NOW).total_seconds()
     landed = spent + burn * (seconds + grace) / 3600
     assert landed == pytest.approx(CAP, rel=1e-6)
 
@@ -261,15 +318,15 @@ def test_alert_without_approval_alerts_at_the_cap_once_and_stops_at_the_ceiling(
     first = decide(facts(spent=CAP + 1, action=alert))
     assert first.desired == Desired.RUN and first.reason == "CapExceeded" and first.acted
     # The stop is planned at the ceiling, not at the cap.
-    assert first.stop_at == NOW + timedelta(seconds=CEILING - (CAP + 1) - 30)
+    assert first.record.stop_at == NOW + timedelta(seconds=CEILING - (CAP + 1) - 30)
     assert f"${CEILING:,.2f}" in first.message
-    second = decide(facts(spent=CAP + 100, action=alert, warned=first.warned))
+    second = decide(facts(spent=CAP + 100, action=alert, warned=first.record.warned))
     assert second.desired == Desired.RUN and second.reason == "CapExceeded"
     assert not second.acted
-    stopped = decide(facts(spent=CEILING - 25, action=alert, warned=first.warned))
+    stopped = decide(facts(spent=CEILING - 25, action=alert, warned=first.record.warned))
     assert stopped.desired == Desired.HOLD and stopped.phase == Phase.SUSPENDED
     assert stopped.reason == "ApprovalExhausted" and stopped.acted
-    assert stopped.limit_at_stop == CEILING
+    assert stopped.record.limit_at_stop == CEILING
     assert "approval ceiling" in stopped.message
 
 
@@ -286,16 +343,20 @@ def test_alert_with_an_approval_stops_at_the_approved_amount() -> None:
     alert = EnforcementAction.ALERT
     at_cap = decide(facts(cost_cap=cap, approval=approval, spent=cap, action=alert))
     assert at_cap.desired == Desired.RUN and at_cap.reason == "CapExceeded" and at_cap.acted
-    assert at_cap.stop_at == NOW + timedelta(seconds=15_000 - cap - 30)
+    assert at_cap.record.stop_at == NOW + timedelta(seconds=15_000 - cap - 30)
     past = decide(
-        facts(cost_cap=cap, approval=approval, spent=14_000, action=alert, warned=at_cap.warned)
+        facts(
+            cost_cap=cap, approval=approval, spent=14_000, action=alert, warned=at_cap.record.warned
+        )
     )
     assert past.desired == Desired.RUN and not past.acted
     stopped = decide(
-        facts(cost_cap=cap, approval=approval, spent=15_000, action=alert, warned=at_cap.warned)
+        facts(
+            cost_cap=cap, approval=approval, spent=15_000, action=alert, warned=at_cap.record.warned
+        )
     )
     assert stopped.desired == Desired.HOLD and stopped.reason == "ApprovalExhausted"
-    assert stopped.limit_at_stop == 15_000
+    assert stopped.record.limit_at_stop == 15_000
     assert "finance approved" in stopped.message
     # Held there: it does not resume on its own, whatever the action.
     held = decide(
@@ -325,11 +386,23 @@ def test_alert_with_approval_short_of_the_cap_stops_at_the_approved_amount() -> 
 
 
 def test_stop_reasons_are_the_strings_records_carry() -> None:
-    assert [reason.value for reason in StopReason] == [
-        "CapReached",
+    assert sorted(reason.value for reason in STOP_REASONS) == [
         "ApprovalExhausted",
-        "IdleGPUs",
         "BudgetDeleted",
         "BudgetNotFound",
+        "CapReached",
+        "IdleGPUs",
     ]
-    assert decide(facts(spent=975)).reason == StopReason.CAP_REACHED
+    assert decide(facts(spent=975)).reason == Reason.CAP_REACHED
+
+
+def test_internal_models_refuse_a_removed_field() -> None:
+    """A caller still passing a field that no longer exists fails instead of being ignored."""
+    with pytest.raises(ValidationError, match="has_workloads"):
+        Measured(
+            spent=0.0,
+            burn_rate_per_hour=0.0,
+            stop_grace_seconds=0.0,
+            utilization=None,
+            has_workloads=True,  # type: ignore[call-arg]
+        )

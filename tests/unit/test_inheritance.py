@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from gpu_budget import SPEND_RECORD_ANNOTATION
 from gpu_budget.accounting import AccountingInput
-from gpu_budget.enforcement import StopReason
 from gpu_budget.inheritance import (
     MAX_INHERITED,
     SpendRecord,
@@ -36,6 +35,7 @@ from gpu_budget.models import (
 from gpu_budget.node_pricing import NodeFacts
 from gpu_budget.plan import Plan, plan_pass
 from gpu_budget.pods import PodFacts
+from gpu_budget.reasons import Reason
 from gpu_budget.utilization import UtilizationSnapshot
 from gpu_budget.workloads import WorkloadFacts, WorkloadState
 
@@ -194,8 +194,8 @@ def test_a_malformed_record_is_reported_and_the_others_still_count() -> None:
     assert ledger_spent(result.status) == pytest.approx(5.0)
 
 
-@pytest.mark.parametrize("reason", [StopReason.CAP_REACHED, StopReason.APPROVAL_EXHAUSTED])
-def test_a_stop_at_a_limit_is_inherited(reason: StopReason) -> None:
+@pytest.mark.parametrize("reason", [Reason.CAP_REACHED, Reason.APPROVAL_EXHAUSTED])
+def test_a_stop_at_a_limit_is_inherited(reason: Reason) -> None:
     stopped = record(spent=100.0, phase=Phase.SUSPENDED, reason=reason, limit_at_stop=100.0, at=T0)
     result = inherit(TrainingBudgetStatus(), [workload(spend_record=stopped)], UID)
     assert result.status.phase == Phase.SUSPENDED
@@ -228,8 +228,8 @@ def test_the_highest_stopped_limit_binds_among_predecessors() -> None:
     assert (enforcement.reason, enforcement.limit_at_stop) == ("ApprovalExhausted", 300.0)
 
 
-@pytest.mark.parametrize("reason", [StopReason.IDLE_GPUS, StopReason.BUDGET_DELETED])
-def test_idle_and_deletion_holds_are_not_inherited_but_their_spend_is(reason: StopReason) -> None:
+@pytest.mark.parametrize("reason", [Reason.IDLE_GPUS, Reason.BUDGET_DELETED])
+def test_idle_and_deletion_holds_are_not_inherited_but_their_spend_is(reason: Reason) -> None:
     held = record(spent=40.0, phase=Phase.SUSPENDED, reason=reason, limit_at_stop=100.0)
     result = inherit(TrainingBudgetStatus(), [workload(spend_record=held)], UID)
     assert result.status.phase == Phase.PENDING

@@ -162,7 +162,7 @@ def test_stop_is_planned_and_pods_get_the_checkpoint_annotation() -> None:
     p = plan(
         T0 + timedelta(seconds=40), {"costCap": 100, "enforcement": {"checkpointLeadSeconds": 120}}
     )
-    assert p.decision.stop_at == T0 + timedelta(seconds=100)
+    assert p.decision.record.stop_at == T0 + timedelta(seconds=100)
     assert p.status.enforcement.stop_at == T0 + timedelta(seconds=100)
     assert p.pod_annotations[0].annotations == {STOP_AT_ANNOTATION: "2026-11-01T12:01:40Z"}
     same = plan(
@@ -236,7 +236,7 @@ def test_policy_default_thresholds_apply_when_the_budget_names_none() -> None:
         deleted_at={},
         now=T0 + timedelta(seconds=30),
     )
-    assert plan_pass(facts, {}).decision.warnings == [0.25]
+    assert plan_pass(facts, {}).decision.warnings == (0.25,)
 
 
 def test_running_pods_make_a_running_budget_and_none_a_pending_one() -> None:
@@ -382,7 +382,7 @@ def test_a_huge_grace_period_is_bounded_by_the_policy_when_planning_the_stop() -
     )
     # $900 left at $1/s, stopped 300 s (the bound) ahead, not a day ahead (now).
     assert p.decision.desired == Desired.RUN
-    assert p.decision.stop_at == T0 + timedelta(seconds=100 + 900 - 300)
+    assert p.decision.record.stop_at == T0 + timedelta(seconds=100 + 900 - 300)
     assert p.pod_deletions == []
 
 
@@ -423,4 +423,4 @@ def test_the_bound_comes_from_the_policy() -> None:
     p = plan_with(tight, T0 + timedelta(seconds=100), {"costCap": 100}, pods=pods)
     assert p.pod_deletions == [PodDeletion(namespace="ml-team", name="long", grace_seconds=10)]
     running = plan_with(tight, T0 + timedelta(seconds=10), {"costCap": 1000}, pods=pods)
-    assert running.decision.stop_at == T0 + timedelta(seconds=10 + 990 - 10)
+    assert running.decision.record.stop_at == T0 + timedelta(seconds=10 + 990 - 10)

@@ -6,6 +6,7 @@ JobSet or a PyTorchJob is beyond what its adapter answers.
 
 from gpu_budget.workloads.base import (
     HELD_ANNOTATION,
+    HELD_AT_ADMISSION,
     KILLED_ANNOTATION,
     Operation,
     WorkloadAdapter,
@@ -33,6 +34,7 @@ __all__ = [
     "ADAPTERS_BY_KIND",
     "CONTROLLERS",
     "HELD_ANNOTATION",
+    "HELD_AT_ADMISSION",
     "KILLED_ANNOTATION",
     "JobAdapter",
     "JobSetAdapter",

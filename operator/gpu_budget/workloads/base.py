@@ -22,6 +22,8 @@ from gpu_budget.pods import PodFacts
 
 HELD_ANNOTATION = f"{GROUP}/held"
 """On a workload the operator (or its admission webhook) suspended: why."""
+HELD_AT_ADMISSION = "Admission"
+"""Value of ``gpubudget.dev/held`` on a workload the webhook suspended at creation."""
 KILLED_ANNOTATION = f"{GROUP}/killed"
 """On a workload the operator killed: why. Killed workloads never run again."""
 
