@@ -101,7 +101,7 @@ class Rejection(Exception):
 class OwnerReference(BaseModel):
     """A controller reference that names an adapted workload kind, to be checked."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     api_version: str
     kind: str

@@ -14,7 +14,7 @@ DEFAULT_WEBHOOK_CONFIG_NAME = "gpubudget.dev"
 
 
 class OperatorConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     namespaces: tuple[str, ...] = Field(
         default=(), description="Namespaces to serve; empty means all namespaces."

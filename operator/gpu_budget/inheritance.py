@@ -51,7 +51,7 @@ class SpendRecord(BaseModel):
 
 
 class BadRecord(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     workload: str
     error: str
@@ -78,7 +78,7 @@ def record_for(status: TrainingBudgetStatus, budget_uid: str, now: datetime) -> 
 
 
 class Inheritance(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     status: TrainingBudgetStatus
     inherited: list[SpendRecord]

@@ -30,7 +30,7 @@ SECONDS_PER_HOUR = 3600.0
 class PodObservation(BaseModel):
     """What the operator currently sees of one GPU pod of a budget."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     uid: str
     name: str
@@ -45,7 +45,7 @@ class PodObservation(BaseModel):
 class ChargeRates(BaseModel):
     """Price and utilisation that apply to a pod during one accounting interval."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     gpu_hourly_price: float
     utilization: float | None
@@ -55,7 +55,7 @@ class ChargeRates(BaseModel):
 class LedgerTotalsView(BaseModel):
     """Budget-wide sums over open and closed pods."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     spent: float
     idle_spend: float
@@ -120,6 +120,8 @@ def hourly_rate(gpus: float, rates: ChargeRates, cost_model: CostModel) -> float
 
 
 class AccountingResult(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     ledger: Ledger
     totals: LedgerTotalsView
     newly_estimated: list[str]

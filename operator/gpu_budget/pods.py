@@ -28,7 +28,7 @@ class PodFacts(BaseModel):
     one malformed pod can neither stop accounting nor run for free.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     uid: str
     name: str

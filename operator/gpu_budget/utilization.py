@@ -63,7 +63,7 @@ def utilization_query() -> str:
 class UtilizationSnapshot(BaseModel):
     """Utilisation (0-1) of every pod and node that Prometheus reported."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     by_pod: dict[tuple[str, str], float] = {}
     by_node: dict[str, float] = {}

@@ -43,7 +43,7 @@ class WorkloadState(StrEnum):
 class WorkloadFacts(BaseModel):
     """A labelled workload as the indices keep it."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: str
     namespace: str
@@ -213,7 +213,7 @@ class WorkloadAdapter(ABC):
 class Operation(BaseModel):
     """One API call on a workload: a JSON merge patch, or a deletion."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     verb: Literal["patch", "delete"]
     patch: dict[str, Any] | None = None
@@ -246,7 +246,7 @@ def controller_of(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
 class PodSet(BaseModel):
     """Pods of one template a workload runs: how many (a product of counts) and their spec."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
 
     counts: tuple[object, ...]
     """The raw counts that multiply (a JobSet's replicas and its Jobs' parallelism)."""
