@@ -17,6 +17,11 @@ APPROVED_CAP_ANNOTATION = f"{GROUP}/approved-cap"
 recorded by the admission webhook. The approval covers at most that cap, so raising
 the cap afterwards does not widen it."""
 
+APPROVAL_REASON_ANNOTATION = f"{GROUP}/approval-reason"
+"""Set by finance with the amount: why it was approved. It goes with the amount (the
+webhook keeps it unchanged unless the amount changes), and status and the Event
+carry it."""
+
 ADMITTED_ANNOTATION = f"{GROUP}/admitted"
 """On a workload: the uid of the budget that admitted it (set by the operator only)."""
 

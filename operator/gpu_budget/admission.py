@@ -62,6 +62,7 @@ from pydantic import BaseModel, ConfigDict
 
 from gpu_budget import (
     ADMITTED_ANNOTATION,
+    APPROVAL_REASON_ANNOTATION,
     APPROVED_AMOUNT_ANNOTATION,
     APPROVED_AT_ANNOTATION,
     APPROVED_BY_ANNOTATION,
@@ -244,8 +245,14 @@ def gate_pod(body: Mapping[str, Any], owner_is_budgeted: bool) -> MergePatch | N
     }
 
 
-RECORD_ANNOTATIONS = (APPROVED_BY_ANNOTATION, APPROVED_AT_ANNOTATION, APPROVED_CAP_ANNOTATION)
-"""The approval's record: who, when, and the cap finance approved."""
+RECORD_ANNOTATIONS = (
+    APPROVED_BY_ANNOTATION,
+    APPROVED_AT_ANNOTATION,
+    APPROVED_CAP_ANNOTATION,
+    APPROVAL_REASON_ANNOTATION,
+)
+"""The approval's record: who, when, the cap finance approved, and why; it changes only
+with the amount."""
 
 
 def approval_record(
@@ -273,6 +280,8 @@ def approval_record(
             APPROVED_BY_ANNOTATION: username,
             APPROVED_AT_ANNOTATION: rfc3339(now),
             APPROVED_CAP_ANNOTATION: None if cap is None else str(cap),
+            # Finance's own words, given with this amount (or none given).
+            APPROVAL_REASON_ANNOTATION: after.get(APPROVAL_REASON_ANNOTATION),
         }
     else:
         desired = {key: before.get(key) for key in RECORD_ANNOTATIONS}

@@ -80,6 +80,7 @@ import yaml
 from gpu_budget import (
     ADMITTED_ANNOTATION,
     API_VERSION,
+    APPROVAL_REASON_ANNOTATION,
     APPROVED_AMOUNT_ANNOTATION,
     APPROVED_AT_ANNOTATION,
     APPROVED_BY_ANNOTATION,
@@ -112,8 +113,9 @@ APPROVAL_ANNOTATIONS = (
     APPROVED_BY_ANNOTATION,
     APPROVED_AT_ANNOTATION,
     APPROVED_CAP_ANNOTATION,
+    APPROVAL_REASON_ANNOTATION,
 )
-"""The finance approval and its record: only finance may touch any of them."""
+"""The finance approval, its record and its reason: only finance may touch any of them."""
 
 OPERATOR_RECORDS = (ADMITTED_ANNOTATION, SPEND_RECORD_ANNOTATION)
 """Annotations on workloads that only the operator writes."""
@@ -369,7 +371,7 @@ APPROVAL_GUARD = f"{NAME_PREFIX}approval-guard"
 
 def approval_guard(policy_name: str = "default") -> list[dict[str, Any]]:
     """Only finance may touch the approval; the record must name the approver, freshly."""
-    amount, by, at, cap = (cel_string(k) for k in APPROVAL_ANNOTATIONS)
+    amount, by, at, cap = (cel_string(k) for k in APPROVAL_ANNOTATIONS[:4])
     changed = (
         "(k in variables.oldAnnotations) != (k in variables.newAnnotations) || "
         "(k in variables.newAnnotations && variables.oldAnnotations[k] != "

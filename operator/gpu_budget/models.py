@@ -350,6 +350,9 @@ class ApprovalStatus(ApiModel):
     )
     approved_by: str | None = Field(default=None, description="Who set the approved amount.")
     approved_at: datetime | None = None
+    reason: str | None = Field(
+        default=None, max_length=1024, description="Why finance approved, in its words."
+    )
     spend_limit: USD = Field(description="The most that may be spent now.")
     hard_limit: USD = Field(
         default=0.0,

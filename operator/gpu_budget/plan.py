@@ -17,7 +17,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gpu_budget import APPROVED_AT_ANNOTATION, APPROVED_BY_ANNOTATION, approval, notify
+from gpu_budget import (
+    APPROVAL_REASON_ANNOTATION,
+    APPROVED_AT_ANNOTATION,
+    APPROVED_BY_ANNOTATION,
+    approval,
+    notify,
+)
 from gpu_budget.accounting import AccountingInput, AccountingOutcome, account
 from gpu_budget.approval import ApprovalDecision
 from gpu_budget.conditions import find
@@ -236,9 +242,16 @@ def _approval_record(
         # The record is the API server's to check (approval guard); a value it
         # let through that still does not parse is shown as unknown, not fatal.
         approved_at=optional_time(annotations.get(APPROVED_AT_ANNOTATION)),
+        reason=_approval_reason(annotations),
         spend_limit=decision.spend_limit,
         hard_limit=decision.hard_limit,
     )
+
+
+def _approval_reason(annotations: Mapping[str, str]) -> str | None:
+    """Finance's reason, as long as status keeps it (an Event message has room for it)."""
+    reason = annotations.get(APPROVAL_REASON_ANNOTATION, "").strip()
+    return reason[:1024] or None
 
 
 def _approval_findings(
@@ -251,11 +264,13 @@ def _approval_findings(
     if decision.approved_amount is not None and decision.approved_amount != previous_amount:
         approved_by = annotations.get(APPROVED_BY_ANNOTATION)
         who = f" by {approved_by}" if approved_by else ""
+        why = _approval_reason(annotations)
+        because = f": {why}" if why else "."
         events.append(
             BudgetEvent(
                 type="Normal",
                 reason=Reason.APPROVED,
-                message=f"Finance approved ${decision.approved_amount:,.2f}{who}.",
+                message=f"Finance approved ${decision.approved_amount:,.2f}{who}{because}",
                 notify=True,
             )
         )

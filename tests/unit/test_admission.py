@@ -14,6 +14,7 @@ from kopf._core.engines.admission import build_webhooks
 
 from gpu_budget import (
     ADMITTED_ANNOTATION,
+    APPROVAL_REASON_ANNOTATION,
     APPROVED_AMOUNT_ANNOTATION,
     APPROVED_AT_ANNOTATION,
     APPROVED_BY_ANNOTATION,
@@ -201,7 +202,7 @@ def budget(**annotations: str) -> dict[str, Any]:
 
 
 AMOUNT, BY, AT = APPROVED_AMOUNT_ANNOTATION, APPROVED_BY_ANNOTATION, APPROVED_AT_ANNOTATION
-CAP = APPROVED_CAP_ANNOTATION
+CAP, REASON = APPROVED_CAP_ANNOTATION, APPROVAL_REASON_ANNOTATION
 RECORDED = {AMOUNT: "50000", BY: "carol", AT: "2026-02-01T00:00:00Z"}
 
 
@@ -238,6 +239,22 @@ def test_record_cannot_be_rewritten_without_a_new_approval() -> None:
         f"{BY} is recorded by gpu-budget-operator from the request that sets {AMOUNT}; "
         "the value in this request was replaced"
     ]
+
+
+def test_the_reason_goes_with_the_amount() -> None:
+    """Finance's reason is kept as given with a new amount, and only then."""
+    why = "Q4 LLM pretraining, approved by the CFO"
+    given = budget(**{AMOUNT: "50000", REASON: why})
+    patch, warnings = approval_record(budget(), given, "bob", NOW)
+    assert patch == {"metadata": {"annotations": {BY: "bob", AT: "2026-03-01T12:30:05Z"}}}
+    assert warnings == []
+    recorded = {**RECORDED, REASON: why}
+    reworded = budget(**{**recorded, REASON: "because I said so"})
+    patch, warnings = approval_record(budget(**recorded), reworded, "mallory", NOW)
+    assert patch == {"metadata": {"annotations": {REASON: why}}}
+    assert len(warnings) == 1 and REASON in warnings[0]
+    withdrawn, _ = approval_record(budget(**recorded), budget(**{REASON: why}), "bob", NOW)
+    assert withdrawn == {"metadata": {"annotations": {REASON: None}}}
 
 
 def test_unrelated_updates_leave_the_record_alone() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from gpu_budget import (
     ADMITTED_ANNOTATION,
+    APPROVAL_REASON_ANNOTATION,
     APPROVED_AMOUNT_ANNOTATION,
     APPROVED_AT_ANNOTATION,
     APPROVED_BY_ANNOTATION,
@@ -146,6 +147,24 @@ def test_approval_releases_the_held_job_and_records_the_approver() -> None:
     assert [a.reason for a in p.workload_actions] == ["Admitted"]
     assert p.status.approval is not None and p.status.approval.approved_by == "bob"
     assert any(e.reason == "Approved" and "bob" in e.message for e in p.events)
+
+
+def test_finance_reason_is_in_status_the_event_and_the_notification() -> None:
+    why = "Q4 pretraining, ticket FIN-1234"
+    p = plan(
+        T0,
+        {"costCap": 50_000},
+        pods=[],
+        annotations={
+            APPROVED_AMOUNT_ANNOTATION: "50000",
+            APPROVED_BY_ANNOTATION: "bob",
+            APPROVAL_REASON_ANNOTATION: why,
+        },
+    )
+    assert p.status.approval is not None and p.status.approval.reason == why
+    (event,) = [e for e in p.events if e.reason == "Approved"]
+    assert event.message == f"Finance approved $50,000.00 by bob: {why}"
+    assert [n["gpubudget"]["reason"] for n in p.notifications] == ["Approved"]
 
 
 def test_thresholds_warn_once_with_notification_payloads() -> None:
