@@ -26,6 +26,7 @@ from gpu_budget.models import (
     Condition,
     EstimateStatus,
     InternalModel,
+    Placement,
     TrainingBudgetSpec,
     TrainingBudgetStatus,
     WorkloadRef,
@@ -161,6 +162,28 @@ def _price_pods(pods: Sequence[PodFacts], facts: AccountingInput) -> _PricedPods
     )
 
 
+def placement(pods: Sequence[PodFacts], nodes: Mapping[str, NodeFacts]) -> Placement | None:
+    """What the running pods' GPUs run on; None while none runs on a known node."""
+    seen = [
+        nodes[pod.node]
+        for pod in pods
+        if pod.holds_gpus and pod.node is not None and pod.node in nodes
+    ]
+    if not seen:
+        return None
+
+    def one(values: set[str | None]) -> str | None:
+        known = {value for value in values if value}
+        return None if not known else known.pop() if len(known) == 1 else "mixed"
+
+    return Placement(
+        gpu_product=one({node.gpu_product for node in seen}),
+        capacity_type=one({str(node.capacity_type) for node in seen}),
+        instance_type=one({node.instance_type for node in seen}),
+        region=one({node.region for node in seen}),
+    )
+
+
 def account(facts: AccountingInput) -> AccountingOutcome:
     now, spec = facts.now, facts.spec
     inheritance = inherit(facts.status, facts.workloads, facts.uid)
@@ -210,6 +233,8 @@ def account(facts: AccountingInput) -> AccountingOutcome:
             if sums.gpu_utilization is None
             else round(sums.gpu_utilization, 4),
             "idle_spend": round(sums.idle_spend, 6),
+            "gpu_hours": round(sums.gpu_seconds / 3600, 6),
+            "placement": placement(own_pods, facts.nodes) or previous.placement,
             "workloads": refs,
             "last_accounted_at": now,
             "observed_generation": facts.generation,

@@ -23,6 +23,18 @@ UTILIZATION = Gauge(
     "gpubudget_gpu_utilization_ratio", "GPU-time-weighted utilisation so far (0-1).", BUDGET_LABELS
 )
 IDLE_SPEND = Gauge("gpubudget_idle_spend_usd", "Spend on GPU time that did no work.", BUDGET_LABELS)
+GPU_HOURS = Gauge("gpubudget_gpu_hours", "GPU-hours held so far.", BUDGET_LABELS)
+APPROVED = Gauge(
+    "gpubudget_approved_usd",
+    "What finance approved (absent without an approval).",
+    BUDGET_LABELS,
+)
+PLACEMENT_LABELS = ("gpu_product", "capacity_type", "instance_type", "region")
+INFO = Gauge(
+    "gpubudget_budget_info",
+    "1 per budget, labelled with what its GPUs ran on (for reports and FOCUS export).",
+    BUDGET_LABELS + PLACEMENT_LABELS,
+)
 SPENT_RATIO = Gauge("gpubudget_spent_ratio", "Spend as a fraction of the cap.", BUDGET_LABELS)
 AWAITING_SINCE = Gauge(
     "gpubudget_awaiting_approval_since_timestamp_seconds",
@@ -67,8 +79,20 @@ STATUS_WRITES = Counter(
 _awaiting: set[tuple[str, str]] = set()
 _series: dict[tuple[str, str], tuple[str, ...]] = {}
 """The label values each budget's series were last written with."""
+_info: dict[tuple[str, str], tuple[str, ...]] = {}
+"""The label values each budget's info series was last written with."""
 
-PER_BUDGET = (SPENT, CAP, SPENT_RATIO, BURN_RATE, IDLE_SPEND, UTILIZATION, AWAITING_SINCE)
+PER_BUDGET = (
+    SPENT,
+    CAP,
+    SPENT_RATIO,
+    BURN_RATE,
+    IDLE_SPEND,
+    UTILIZATION,
+    AWAITING_SINCE,
+    GPU_HOURS,
+    APPROVED,
+)
 
 
 def budget_labels(namespace: str, name: str, owner: Owner) -> tuple[str, ...]:
@@ -95,6 +119,30 @@ def observe_budget(
     SPENT_RATIO.labels(*labels).set(status.spent / spec.cost_cap)
     BURN_RATE.labels(*labels).set(status.burn_rate_per_hour)
     IDLE_SPEND.labels(*labels).set(status.idle_spend)
+    GPU_HOURS.labels(*labels).set(status.gpu_hours)
+    if status.approval is not None and status.approval.approved_amount is not None:
+        APPROVED.labels(*labels).set(status.approval.approved_amount)
+    else:
+        _remove(APPROVED, labels)
+    placed = status.placement
+    info = labels + (
+        ("", "", "", "")
+        if placed is None
+        else tuple(
+            value or ""
+            for value in (
+                placed.gpu_product,
+                placed.capacity_type,
+                placed.instance_type,
+                placed.region,
+            )
+        )
+    )
+    previous_info = _info.get(key)
+    if previous_info is not None and previous_info != info:
+        _remove(INFO, previous_info)
+    _info[key] = info
+    INFO.labels(*info).set(1)
     if status.gpu_utilization is not None:
         UTILIZATION.labels(*labels).set(status.gpu_utilization)
     waiting = find(status.conditions, ConditionType.APPROVED)
@@ -116,6 +164,9 @@ def forget_budget(namespace: str, name: str) -> None:
     if labels is not None:
         for gauge in PER_BUDGET:
             _remove(gauge, labels)
+    info = _info.pop((namespace, name), None)
+    if info is not None:
+        _remove(INFO, info)
     _awaiting.discard((namespace, name))
     APPROVALS_PENDING.set(len(_awaiting))
 

@@ -317,6 +317,15 @@ class Ledger(ApiModel):
     )
 
 
+class Placement(ApiModel):
+    """What the budget's GPUs ran on, as FinOps reports group it; ``mixed`` when several."""
+
+    gpu_product: str | None = None
+    capacity_type: str | None = Field(default=None, description="spot, on-demand or mixed.")
+    instance_type: str | None = None
+    region: str | None = None
+
+
 class TrainingBudgetStatus(ApiModel):
     phase: Phase = Phase.PENDING
     spent: USD = 0.0
@@ -325,6 +334,10 @@ class TrainingBudgetStatus(ApiModel):
     estimate: EstimateStatus | None = None
     gpu_utilization: Ratio | None = None
     idle_spend: USD = 0.0
+    gpu_hours: float = Field(default=0.0, ge=0, description="GPU-hours held so far.")
+    placement: Placement | None = Field(
+        default=None, description="What the GPUs ran on (kept once the pods are gone)."
+    )
     workloads: list[WorkloadRef] = Field(default_factory=list)
     last_accounted_at: datetime | None = None
     observed_generation: int | None = None

@@ -45,6 +45,7 @@ def _significant(status: TrainingBudgetStatus) -> object:
         status.approval,
         status.workloads,
         status.estimate,
+        status.placement,
         status.observed_generation,
         [(line.uid, line.open, line.gpu_hourly_price) for line in status.ledger.pods],
         status.ledger.closed.pods,

@@ -132,6 +132,16 @@ def test_spend_and_burn_rate_from_node_price() -> None:
     assert outcome.status.idle_spend == pytest.approx(NODE_PRICE / 2 * 0.75)
 
 
+def test_gpu_hours_and_placement_are_recorded_and_kept_once_pods_end() -> None:
+    outcome = run(T0 + timedelta(minutes=30))
+    assert outcome.status.gpu_hours == pytest.approx(4.0)  # 8 GPUs for half an hour
+    placed = outcome.status.placement
+    assert placed is not None
+    assert (placed.capacity_type, placed.instance_type) == ("spot", "p5.48xlarge")
+    ended = run(T0 + timedelta(minutes=40), status=outcome.status, pods=[])
+    assert ended.status.placement == placed
+
+
 def test_first_pass_announces_the_workload_once() -> None:
     first = run(T0 + timedelta(seconds=5))
     assert [e.reason for e in first.events] == ["WorkloadAttached"]
