@@ -22,6 +22,11 @@ kept up to date by watches, and every scrape renders the current state, so an
 annotation change shows up at the next scrape. ``dcgm_sim_synced`` is 1 once
 the initial pod and node lists have been loaded.
 
+It also stands in for a training job's own metrics: a GPU pod annotated
+``dcgm-sim.gpubudget.dev/tokens-per-second: "<rate>"`` exports the counter
+``train_tokens_total{namespace, pod, job_name}``, growing at that rate from the
+pod's start while it runs (what a TrainingBudget's ``spec.outcome`` reads).
+
 Usage: dcgm_sim.py [--kubeconfig PATH] [--context NAME] [--listen 127.0.0.1:39400]
 """
 
@@ -42,10 +47,12 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 UTILIZATION_ANNOTATION = "dcgm-sim.gpubudget.dev/utilization"
+TOKENS_ANNOTATION = "dcgm-sim.gpubudget.dev/tokens-per-second"
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 GPU_RESOURCE = "nvidia.com/gpu"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 COUNT_LABEL = "nvidia.com/gpu.count"
@@ -91,6 +98,19 @@ def parse_utilization(pod_key: str, annotations: dict[str, str] | None) -> float
     return min(1.0, max(0.0, value))
 
 
+def parse_tokens_rate(pod_key: str, annotations: dict[str, str] | None) -> float | None:
+    """Tokens a second the pod's training processes; None when it exports no tokens."""
+    raw = (annotations or {}).get(TOKENS_ANNOTATION)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        log.warning("pod %s: ignoring non-numeric %s=%r", pod_key, TOKENS_ANNOTATION, raw)
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
 def _quantity_to_int(value: Any) -> int:
     try:
         return int(str(value))
@@ -123,6 +143,22 @@ class GpuPod:
     utilization: float
     # (gpu index on the node, container name), in container order.
     gpus: list[tuple[int, str]] = field(default_factory=list)
+    job_name: str = ""
+    tokens_rate: float | None = None
+    """Tokens a second, from the annotation; None: no train_tokens_total series."""
+    tokens_base: float = 0.0
+    """Tokens counted up to ``tokens_since`` (a rate change starts a new stretch)."""
+    tokens_since: float = 0.0
+
+    def tokens(self, now: float) -> float:
+        rate = self.tokens_rate or 0.0
+        return self.tokens_base + rate * max(0.0, now - self.tokens_since)
+
+    def set_tokens_rate(self, rate: float | None, now: float) -> None:
+        if rate != self.tokens_rate:
+            self.tokens_base = self.tokens(now)
+            self.tokens_since = now
+            self.tokens_rate = rate
 
 
 class State:
@@ -175,14 +211,28 @@ class State:
                 self._release(uid)
                 return
             util = parse_utilization(key, pod.metadata.annotations)
+            rate = parse_tokens_rate(key, pod.metadata.annotations)
             current = self.pods.get(uid)
             if current is not None and current.node == node:
                 if current.utilization != util:
                     log.info("pod %s: utilization %.3f -> %.3f", key, current.utilization, util)
                 current.utilization = util
+                current.set_tokens_rate(rate, time.time())
                 return
             self._release(uid)
-            gp = GpuPod(uid, pod.metadata.name, pod.metadata.namespace, node, util)
+            labels = pod.metadata.labels or {}
+            started = pod.status.start_time
+            gp = GpuPod(
+                uid,
+                pod.metadata.name,
+                pod.metadata.namespace,
+                node,
+                util,
+                job_name=next((labels[k] for k in JOB_NAME_LABELS if labels.get(k)), ""),
+                tokens_rate=rate,
+                # From the pod's start: a restarted simulator goes on counting where it was.
+                tokens_since=min(time.time(), started.timestamp()) if started else time.time(),
+            )
             used = self.used.setdefault(node, set())
             for cname, n in wanted:
                 for _ in range(n):
@@ -238,7 +288,18 @@ class State:
             synced = self.pods_synced and self.nodes_synced
             rows = [
                 (
-                    GpuPod(p.uid, p.name, p.namespace, p.node, p.utilization, list(p.gpus)),
+                    GpuPod(
+                        p.uid,
+                        p.name,
+                        p.namespace,
+                        p.node,
+                        p.utilization,
+                        list(p.gpus),
+                        p.job_name,
+                        p.tokens_rate,
+                        p.tokens_base,
+                        p.tokens_since,
+                    ),
                     self.node_products.get(p.node, ""),
                 )
                 for p in self.pods.values()
@@ -288,6 +349,16 @@ class DcgmCollector(Collector):
                 gr.add_metric(labels, pod.utilization)
         yield util
         yield gr
+        now = time.time()
+        tokens = CounterMetricFamily(
+            "train_tokens",
+            f"Tokens the simulated training job processed (annotation {TOKENS_ANNOTATION}).",
+            labels=["namespace", "pod", "job_name"],
+        )
+        for pod, _ in sorted(rows, key=lambda r: (r[0].namespace, r[0].name)):
+            if pod.tokens_rate is not None:
+                tokens.add_metric([pod.namespace, pod.name, pod.job_name], pod.tokens(now))
+        yield tokens
         yield GaugeMetricFamily(
             "dcgm_sim_synced",
             "1 once the simulator has loaded the initial pod and node lists.",

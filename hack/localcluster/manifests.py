@@ -13,6 +13,8 @@ from gpu_budget import BUDGET_LABEL
 
 UTILIZATION_ANNOTATION = "dcgm-sim.gpubudget.dev/utilization"
 """What hack/dcgm_sim.py reports as the GPU utilisation of a pod (0-1, default 1)."""
+TOKENS_ANNOTATION = "dcgm-sim.gpubudget.dev/tokens-per-second"
+"""Makes hack/dcgm_sim.py export train_tokens_total for a pod, growing at this rate."""
 SPOT_P5 = {"node.kubernetes.io/instance-type": "p5.48xlarge", "karpenter.sh/capacity-type": "spot"}
 
 
@@ -64,8 +66,13 @@ def gpu_job(
     utilization: float = 1.0,
     gpus: int = 8,
     node_selector: dict[str, str] = SPOT_P5,
+    tokens_per_second: float | None = None,
 ) -> dict[str, Any]:
-    """A Job of ``pods`` pods running side by side, each with ``gpus`` GPUs, under a budget."""
+    """A Job of ``pods`` pods running side by side, each with ``gpus`` GPUs, under a budget;
+    with ``tokens_per_second``, each pod exports train_tokens_total (hack/dcgm_sim.py)."""
+    annotations = {UTILIZATION_ANNOTATION: str(utilization)}
+    if tokens_per_second is not None:
+        annotations[TOKENS_ANNOTATION] = f"{tokens_per_second:g}"
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -79,7 +86,7 @@ def gpu_job(
             "completions": pods,
             "backoffLimit": 0,
             "template": {
-                "metadata": {"annotations": {UTILIZATION_ANNOTATION: str(utilization)}},
+                "metadata": {"annotations": annotations},
                 "spec": gpu_pod_spec(gpus, node_selector),
             },
         },
