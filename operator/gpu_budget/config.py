@@ -25,6 +25,11 @@ class OperatorConfig(BaseModel):
     accounting_interval: float = Field(
         default=5.0, gt=0, description="Seconds between accounting passes of a budget."
     )
+    outcome_interval: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds between evaluations of one budget's outcome query (spec.outcome).",
+    )
     policy_name: str = "default"
     stop_at_pass_only: bool = Field(
         default=False,
@@ -150,6 +155,13 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
         "GPUBUDGET_ACCOUNTING_INTERVAL; default 5).",
     )
     parser.add_argument(
+        "--outcome-interval",
+        type=float,
+        default=float(env.get("GPUBUDGET_OUTCOME_INTERVAL", "30")),
+        help="Seconds between evaluations of a budget's outcome query, spec.outcome (env "
+        "GPUBUDGET_OUTCOME_INTERVAL; default 30).",
+    )
+    parser.add_argument(
         "--standalone",
         action="store_true",
         default=env.get("GPUBUDGET_STANDALONE", "") == "true",
@@ -256,6 +268,7 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
             namespaces=tuple(args.namespace),
             prometheus_url=args.prometheus_url,
             accounting_interval=args.accounting_interval,
+            outcome_interval=args.outcome_interval,
             standalone=args.standalone,
             peering_name=args.peering_name,
             priority=args.priority,

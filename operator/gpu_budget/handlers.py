@@ -26,6 +26,7 @@ from gpu_budget import GROUP, metrics
 from gpu_budget.config import OperatorConfig
 from gpu_budget.liveness import stuck
 from gpu_budget.loop import run_loop
+from gpu_budget.outcomes import PrometheusOutcomeSource
 from gpu_budget.runtime import Runtime, runtime
 from gpu_budget.utilization import PrometheusUtilizationSource, UtilizationSnapshot
 from gpu_budget.view import utcnow
@@ -65,6 +66,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     else:
         source = PrometheusUtilizationSource(state.config.prometheus_url)
         state.poller = asyncio.create_task(poll_utilization(state, source))
+        state.outcome_source = PrometheusOutcomeSource(state.config.prometheus_url)
     log.info("operator started", config=state.config.model_dump())
 
 
@@ -73,10 +75,11 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     await state.notifier.stop()
     await state.view.stop()
     await state.client.close()
-    if state.poller is not None:
-        state.poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await state.poller
+    for task in (state.poller, state.outcome_queries):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def poll_utilization(state: Runtime, source: PrometheusUtilizationSource) -> None:

@@ -15,6 +15,7 @@ from gpu_budget.config import OperatorConfig
 from gpu_budget.kube import ClusterClient
 from gpu_budget.liveness import PassTracker
 from gpu_budget.models import BudgetPolicySpec, TrainingBudgetStatus
+from gpu_budget.outcomes import OutcomeReading, OutcomeSource
 from gpu_budget.schedule import Schedule
 from gpu_budget.utilization import UtilizationSnapshot
 from gpu_budget.view import ClusterView
@@ -34,6 +35,12 @@ class Runtime:
         default_factory=lambda: UtilizationSnapshot(available=False, error="not queried yet")
     )
     poller: asyncio.Task[None] | None = None
+    outcome_source: OutcomeSource | None = None
+    """Where outcome queries go; None without a Prometheus URL (they fail, and say so)."""
+    outcomes: dict[str, OutcomeReading] = field(default_factory=dict)
+    """Per budget uid, the latest answer to its outcome query."""
+    outcome_queries: asyncio.Task[None] | None = None
+    """The outcome queries in flight (one batch at a time, off the event loop)."""
     client: ClusterClient = field(default_factory=ClusterClient)
     notifier: notify.Notifier = field(default_factory=notify.Notifier)
     passes: PassTracker = field(default_factory=PassTracker)
