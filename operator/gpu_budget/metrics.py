@@ -12,6 +12,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from gpu_budget.conditions import find
 from gpu_budget.models import Owner, Phase, TrainingBudgetSpec, TrainingBudgetStatus
+from gpu_budget.periods import LimitStanding
 from gpu_budget.reasons import ConditionType
 
 BUDGET_LABELS = ("namespace", "budget", "team", "cost_center")
@@ -34,6 +35,22 @@ INFO = Gauge(
     "gpubudget_budget_info",
     "1 per budget, labelled with what its GPUs ran on (for reports and FOCUS export).",
     BUDGET_LABELS + PLACEMENT_LABELS,
+)
+OUTCOME_LABELS = (*BUDGET_LABELS, "unit")
+OUTCOME_VALUE = Gauge(
+    "gpubudget_outcome_value",
+    "What the run produced so far (spec.outcome), in its unit.",
+    OUTCOME_LABELS,
+)
+COST_PER_OUTCOME = Gauge(
+    "gpubudget_cost_per_outcome_usd",
+    "Spend per unit of the outcome so far (absent while the outcome is not above 0).",
+    OUTCOME_LABELS,
+)
+OUTCOME_QUERIES = Counter(
+    "gpubudget_outcome_queries_total",
+    "Evaluations of budgets' outcome queries, by result (QueryAnswered, NoSamples, QueryFailed).",
+    ("result",),
 )
 SPENT_RATIO = Gauge("gpubudget_spent_ratio", "Spend as a fraction of the cap.", BUDGET_LABELS)
 AWAITING_SINCE = Gauge(
@@ -76,11 +93,26 @@ STATUS_WRITES = Counter(
     "TrainingBudget status writes; passes that changed nothing anyone acts on write none.",
 )
 
+PERIOD_LABELS = ("scope", "name", "period")
+PERIOD_SPENT = Gauge(
+    "gpubudget_period_spent_usd",
+    "Spend of a limit's scope in the current period, deleted budgets included.",
+    PERIOD_LABELS,
+)
+PERIOD_LIMIT = Gauge("gpubudget_period_limit_usd", "A limit per period.", PERIOD_LABELS)
+PERIOD_CLAIMED = Gauge(
+    "gpubudget_period_claimed_usd",
+    "What the scope's budgets claim of the period: spend plus what their caps still allow.",
+    PERIOD_LABELS,
+)
+
 _awaiting: set[tuple[str, str]] = set()
 _series: dict[tuple[str, str], tuple[str, ...]] = {}
 """The label values each budget's series were last written with."""
 _info: dict[tuple[str, str], tuple[str, ...]] = {}
 """The label values each budget's info series was last written with."""
+_outcome: dict[tuple[str, str], tuple[str, ...]] = {}
+"""The label values (with the unit) each budget's outcome series were last written with."""
 
 PER_BUDGET = (
     SPENT,
@@ -145,6 +177,7 @@ def observe_budget(
     INFO.labels(*info).set(1)
     if status.gpu_utilization is not None:
         UTILIZATION.labels(*labels).set(status.gpu_utilization)
+    _observe_outcome(key, labels, status)
     waiting = find(status.conditions, ConditionType.APPROVED)
     if (
         status.phase == Phase.AWAITING_APPROVAL
@@ -159,6 +192,25 @@ def observe_budget(
     APPROVALS_PENDING.set(len(_awaiting))
 
 
+def _observe_outcome(
+    key: tuple[str, str], labels: tuple[str, ...], status: TrainingBudgetStatus
+) -> None:
+    outcome = status.outcome
+    previous = _outcome.pop(key, None)
+    current = None if outcome is None else (*labels, outcome.unit)
+    if previous is not None and previous != current:
+        _remove(OUTCOME_VALUE, previous)
+        _remove(COST_PER_OUTCOME, previous)
+    if outcome is None or current is None:
+        return
+    _outcome[key] = current
+    OUTCOME_VALUE.labels(*current).set(outcome.value)
+    if outcome.cost_per_unit is None:
+        _remove(COST_PER_OUTCOME, current)
+    else:
+        COST_PER_OUTCOME.labels(*current).set(outcome.cost_per_unit)
+
+
 def forget_budget(namespace: str, name: str) -> None:
     labels = _series.pop((namespace, name), None)
     if labels is not None:
@@ -167,6 +219,10 @@ def forget_budget(namespace: str, name: str) -> None:
     info = _info.pop((namespace, name), None)
     if info is not None:
         _remove(INFO, info)
+    outcome = _outcome.pop((namespace, name), None)
+    if outcome is not None:
+        _remove(OUTCOME_VALUE, outcome)
+        _remove(COST_PER_OUTCOME, outcome)
     _awaiting.discard((namespace, name))
     APPROVALS_PENDING.set(len(_awaiting))
 
@@ -174,6 +230,15 @@ def forget_budget(namespace: str, name: str) -> None:
 def _remove(gauge: Gauge, labels: tuple[str, ...]) -> None:
     with contextlib.suppress(KeyError):  # never set: nothing to remove
         gauge.remove(*labels)
+
+
+def observe_periods(standings: list[LimitStanding]) -> None:
+    for standing in standings:
+        limit = standing.limit
+        labels = (str(limit.scope), limit.name, str(limit.period))
+        PERIOD_SPENT.labels(*labels).set(standing.spent)
+        PERIOD_LIMIT.labels(*labels).set(limit.amount)
+        PERIOD_CLAIMED.labels(*labels).set(standing.claimed)
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

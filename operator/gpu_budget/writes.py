@@ -8,7 +8,9 @@ spend at most :data:`MAX_STALENESS` old. A budget with nothing running costs no
 writes. (With a short accounting interval the bound is two intervals, so a test
 cluster at 1 s sees spend about 2 s old at most.) Skipping a write loses nothing: the
 ledger's marks in memory are always newer than the written ones, and after a
-restart the written marks charge the gap exactly once.
+restart the written marks charge the gap exactly once. The outcome (``status.outcome``)
+is a running figure too: its value rides along with those rewrites, and a stopped
+run's final reading is written once.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ def _significant(status: TrainingBudgetStatus) -> object:
     )
 
 
+def _outcome_value(status: TrainingBudgetStatus) -> float | None:
+    return None if status.outcome is None else status.outcome.value
+
+
 def needs_write(
     written: TrainingBudgetStatus | None,
     new: TrainingBudgetStatus,
@@ -64,6 +70,8 @@ def needs_write(
     if _significant(written) != _significant(new):
         return True
     if new.burn_rate_per_hour <= 0 and written.spent == new.spent:
-        return False
+        # Nothing burns: the outcome's final reading (one after the run stops) is written;
+        # while the run burns, the outcome rides along with the staleness rewrite.
+        return _outcome_value(written) != _outcome_value(new)
     last = written.last_accounted_at
     return last is None or now - last >= staleness
