@@ -738,13 +738,21 @@ def test_dashboard_shows_what_finance_asks_in_valid_promql() -> None:
         "Top budgets by spend",
         "Burn rate by team",
         "Idle spend by team",
+        "Cost per outcome",
     } <= titles
     exprs = dashboard_exprs(dashboard)
     used = set().union(*(metric_names_in(e) for _, e in exprs))
     unknown = {name for name in used if not known_metric(name)}
     assert not unknown, f"dashboard queries metrics the operator does not export: {unknown}"
     # Every per-budget gauge the operator exports is on the dashboard.
-    for gauge in ("spent_usd", "burn_rate_usd_per_hour", "idle_spend_usd", "spent_ratio"):
+    for gauge in (
+        "spent_usd",
+        "burn_rate_usd_per_hour",
+        "idle_spend_usd",
+        "spent_ratio",
+        "outcome_value",
+        "cost_per_outcome_usd",
+    ):
         assert f"gpubudget_{gauge}" in used
     substituted = [
         {

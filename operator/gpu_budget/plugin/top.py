@@ -2,7 +2,8 @@
 
 Time left is (cap - spent) / burn rate: the figure the operator plans its stop
 from. A budget that burns nothing has no time left to show, and one at or past
-its cap has none left.
+its cap has none left. With ``spec.outcome``, COST/UNIT is what one unit of the
+outcome (a million tokens, an epoch) cost so far: ``status.outcome.costPerUnit``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ from gpu_budget.plugin.budgets import meta, number, owner, section
 from gpu_budget.plugin.output import Cell, Column, text, usd
 from gpu_budget.plugin.periods import human_duration
 
+
+def per_unit(value: Any) -> str:
+    """Dollars per unit: cents for a unit worth a dollar or more, three figures below."""
+    if value is None:
+        return "-"
+    return f"${value:,.2f}" if value >= 1 else f"${value:.3g}"
+
+
 COLUMNS = (
     Column("namespace", "namespace"),
     Column("name", "name"),
@@ -22,6 +31,8 @@ COLUMNS = (
     Column("cap", "cap", usd),
     Column("burn_per_hour", "burn/h", usd),
     Column("time_left", "time left", text),
+    Column("cost_per_unit", "cost/unit", per_unit),
+    Column("unit", "unit", text),
     Column("team", "team", text),
 )
 
@@ -39,6 +50,7 @@ def _row(body: Mapping[str, Any]) -> dict[str, Cell]:
     cap = number(section(body, "spec").get("costCap"))
     burn = number(status.get("burnRatePerHour")) or 0.0
     left_seconds = time_left_seconds(cap, spent, burn)
+    outcome = section(body, "status", "outcome")
     return {
         "namespace": meta(body).get("namespace"),
         "name": meta(body).get("name"),
@@ -48,6 +60,9 @@ def _row(body: Mapping[str, Any]) -> dict[str, Cell]:
         "burn_per_hour": burn,
         "time_left_seconds": left_seconds,
         "time_left": None if left_seconds is None else human_duration(left_seconds),
+        "cost_per_unit": number(outcome.get("costPerUnit")),
+        "outcome": number(outcome.get("value")),
+        "unit": str(outcome["unit"]) if outcome.get("unit") else None,
         "team": owner(body)[0],
     }
 
