@@ -95,7 +95,7 @@ webhook:
   namespaceSelector:
     matchLabels: {gpubudget.dev/admission-policies: chart}
 YAML
-HELM_ARGS="-f ${demo_values}" OPERATOR_ARGS="--namespace ml-team --accounting-interval 2" \
+HELM_ARGS="-f ${demo_values}" OPERATOR_ARGS="--namespace ml-team --accounting-interval 2 --outcome-interval 5" \
   "${HERE}/chart-dev.sh" up
 
 KUBECTL="${KUBECTL}" "${PY}" "${HERE}/demo_story.py"

@@ -6,7 +6,8 @@ the chart, the operator as a local process with the chart's ServiceAccount),
 serving namespace ml-team. Then, as the three users:
 
 1. alice applies examples/budget.yaml and examples/training-job.yaml, a budget
-   under the approval ceiling: it runs, warns, and is suspended at its cap;
+   under the approval ceiling: it runs, warns, and is suspended at its cap; its
+   outcome (tokens the simulated trainer exports) shows the cost per million tokens;
 2. alice runs a budget whose estimate is above the ceiling: it waits for
    finance; alice cannot approve it herself; bob (finance) finds and approves
    it; it runs to its cap.
@@ -63,7 +64,10 @@ def status_of(name: str) -> dict[str, Any]:
 
 def live_view(name: str, until: set[str], timeout: float = 120) -> dict[str, Any]:
     """A refreshing line per pass: phase, spend, burn, utilisation, the planned stop."""
-    print(f"{'phase':<17}{'spent':>10}{'cap':>8}{'burn/h':>9}{'util':>6}  planned stop", flush=True)
+    print(
+        f"{'phase':<17}{'spent':>10}{'cap':>8}{'burn/h':>9}{'util':>6}{'$/unit':>9}  planned stop",
+        flush=True,
+    )
     deadline = time.monotonic() + timeout
     cap = float(KUBECTL.get("tb", name, NAMESPACE)["spec"]["costCap"])
     while True:
@@ -73,8 +77,12 @@ def live_view(name: str, until: set[str], timeout: float = 120) -> dict[str, Any
         shown_util = "-" if util is None else f"{util:.2f}"
         spent, burn = status.get("spent", 0), status.get("burnRatePerHour", 0)
         stop = (status.get("enforcement") or {}).get("stopAt") or ""
+        per_unit = (status.get("outcome") or {}).get("costPerUnit")
+        shown_unit = "-" if per_unit is None else f"{per_unit:.3f}"
         print(
-            f"{phase:<17}{spent:>10.2f}{cap:>8.0f}{burn:>9.0f}{shown_util:>6}  {stop}", flush=True
+            f"{phase:<17}{spent:>10.2f}{cap:>8.0f}{burn:>9.0f}{shown_util:>6}{shown_unit:>9}  "
+            f"{stop}",
+            flush=True,
         )
         if phase in until:
             return status
@@ -118,6 +126,13 @@ def main() -> None:
     print(
         f"final spend ${final['spent']:.2f} of the $100 cap ({(final['spent'] - 100) / 100:+.2%})"
     )
+    outcome = status_of("llama-finetune").get("outcome") or {}
+    if outcome:
+        print(
+            f"outcome: {outcome['value']:.1f} {outcome['unit']} at "
+            f"${outcome.get('costPerUnit') or 0:.3f} per {outcome['unit'].removesuffix('s')} "
+            f"(status.outcome, measured {outcome['observedAt']})"
+        )
     events("llama-finetune")
 
     say("alice: a run whose estimate (16 H100s for an hour, +50% contingency) is above the ceiling")
@@ -174,7 +189,13 @@ def main() -> None:
     say(f"the operator's own metrics (http://127.0.0.1:{METRICS_PORT}/metrics)")
     with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as response:
         for line in response.read().decode().splitlines():
-            if line.startswith(("gpubudget_spent_usd{", "gpubudget_enforcement_actions_total{")):
+            if line.startswith(
+                (
+                    "gpubudget_spent_usd{",
+                    "gpubudget_cost_per_outcome_usd{",
+                    "gpubudget_enforcement_actions_total{",
+                )
+            ):
                 print(line)
 
     if os.environ.get("DEMO_KEEP") != "1":
