@@ -17,9 +17,11 @@ a failing query: it shows in the condition, never as an exception.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -125,11 +127,12 @@ def parse_answer(result: object) -> Answer:
 def describe_query_failure(error: Exception) -> str:
     """One line for a condition: Prometheus's own error (a parse error names the column)."""
     text = str(error)
-    start = text.find("{")
-    if start >= 0:
+    # prometheus_api_client says "HTTP Status Code 400 (b'{...}')": the body as a bytes literal.
+    found = re.search(r"\((b(['\"]).*\2)\)\s*$", text, re.DOTALL)
+    if found is not None:
         try:
-            body = json.loads(text[start:].rstrip("')"))
-        except ValueError:
+            body = json.loads(ast.literal_eval(found.group(1)))
+        except (ValueError, SyntaxError):
             body = None
         if isinstance(body, dict) and body.get("error"):
             return f"Prometheus refused the query: {str(body['error'])[:200]}"

@@ -128,10 +128,15 @@ def test_answers_are_summed_and_bad_answers_are_reasons_not_exceptions() -> None
 
 
 def test_a_query_that_is_not_promql_fails_with_prometheus_own_words() -> None:
-    body = '{"status":"error","errorType":"bad_data","error":"1:5: parse error: unexpected"}'
-    error = Exception(f"HTTP Status Code 400 (b'{body}')")
+    # What prometheus_api_client raises for Prometheus's answer to `sum(x{`, verbatim.
+    body = (
+        b'{"status":"error","errorType":"bad_data","error":"invalid parameter \\"query\\": '
+        b'1:7: parse error: unexpected end of input inside braces"}'
+    )
+    error = Exception(f"HTTP Status Code 400 ({body!r})")
     assert describe_query_failure(error) == (
-        "Prometheus refused the query: 1:5: parse error: unexpected"
+        'Prometheus refused the query: invalid parameter "query": 1:7: parse error: '
+        "unexpected end of input inside braces"
     )
     assert "ConnectionError" in describe_query_failure(ConnectionError("refused"))
 
