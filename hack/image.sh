@@ -6,6 +6,7 @@
 #   hack/image.sh save      only the OCI archive of the built image
 #   hack/image.sh check     only the smoke check: non-root, read-only root filesystem
 #   hack/image.sh measure   size, start time (--help, import, first log line)
+#   hack/image.sh clean     drop the image and the build's cached layers (keeps the base)
 #   hack/image.sh lock      regenerate requirements-dev.lock, requirements.lock and
 #                           hack/image/requirements-build.lock (pip-compile, hash-pinned)
 #
@@ -255,8 +256,13 @@ save) save ;;
 check) check ;;
 measure) measure ;;
 lock) lock ;;
+clean)
+    podman rmi --force "$IMAGE" >/dev/null 2>&1 || true
+    podman image prune --force >/dev/null # untagged: the layers --layers kept as a cache
+    rm -f "$ARCHIVE"
+    ;;
 *)
-    sed -n '2,13p' "$0" >&2
+    sed -n '2,14p' "$0" >&2
     exit 2
     ;;
 esac
