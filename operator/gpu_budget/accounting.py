@@ -32,6 +32,8 @@ from gpu_budget.models import (
     WorkloadRef,
 )
 from gpu_budget.node_pricing import NodeFacts, NodePrice, price_node
+from gpu_budget.outcomes import OutcomeReading, outcome_findings, outcome_status
+from gpu_budget.periods import PeriodTerms, roll_marks
 from gpu_budget.pods import PodFacts
 from gpu_budget.reasons import ConditionType, Reason
 from gpu_budget.utilization import UtilizationSnapshot
@@ -59,7 +61,11 @@ class AccountingInput(BaseModel):
     nodes: Mapping[str, NodeFacts]
     utilization: UtilizationSnapshot
     deleted_at: Mapping[str, datetime]
+    period: PeriodTerms = PeriodTerms()
+    """What the limits per period say for this budget (none without limits)."""
     now: datetime
+    outcome: OutcomeReading | None = None
+    """The latest answer to ``spec.outcome``'s query (the loop rate-limits the queries)."""
 
 
 class AccountingOutcome(InternalModel):
@@ -217,15 +223,17 @@ def account(facts: AccountingInput) -> AccountingOutcome:
         _estimated_findings(result),
         _inheritance_findings(inheritance, facts.name),
         _attachment_findings(previous.workloads, refs),
+        outcome_findings(conditions, spec.outcome, facts.outcome),
     )
     problems = (
         *(f"pod {pod.name}: {problem}" for pod in own_pods for problem in pod.problems),
         *(f"{w.kind} {w.name}: {problem}" for w in facts.workloads for problem in w.problems),
         *(f"{bad.workload}: {bad.error}" for bad in inheritance.bad),
     )
+    spent = round(sums.spent, 6)
     status = previous.model_copy(
         update={
-            "spent": round(sums.spent, 6),
+            "spent": spent,
             "burn_rate_per_hour": round(sums.burn_rate_per_hour, 6),
             "projected_spend": _projected_spend(spec, estimate, result, now),
             "estimate": estimate,
@@ -235,6 +243,19 @@ def account(facts: AccountingInput) -> AccountingOutcome:
             "idle_spend": round(sums.idle_spend, 6),
             "gpu_hours": round(sums.gpu_seconds / 3600, 6),
             "placement": placement(own_pods, facts.nodes) or previous.placement,
+            "periods": roll_marks(
+                previous.periods,
+                facts.period.periods,
+                previous.spent,
+                sums.spent,
+                sums.burn_rate_per_hour,
+                now,
+            ),
+            "outcome": outcome_status(spec.outcome, facts.outcome, previous.outcome, spent),
+            # An outcome no longer asked for leaves no condition behind.
+            "conditions": conditions
+            if spec.outcome is not None
+            else [c for c in conditions if c.type != ConditionType.OUTCOME_MEASURED],
             "workloads": refs,
             "last_accounted_at": now,
             "observed_generation": facts.generation,

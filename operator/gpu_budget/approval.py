@@ -72,7 +72,10 @@ def decide(
     estimate_total: float | None,
     ceiling: float,
     annotations: Mapping[str, str],
+    period_shortfall: str | None = None,
 ) -> ApprovalDecision:
+    """What finance's approval allows. Needed above the ceiling, and for a budget that
+    does not fit what is left of a period's limit (``period_shortfall`` says why)."""
     amount, approved_cap, complaint = covered_amount(annotations)
     covered = (
         None if amount is None else min(amount, amount if approved_cap is None else approved_cap)
@@ -80,7 +83,7 @@ def decide(
     over = [f"cap ${cost_cap:,.2f}"] if cost_cap > ceiling else []
     if estimate_total is not None and estimate_total > ceiling:
         over.append(f"estimate with contingency ${estimate_total:,.2f}")
-    if not over:
+    if not over and period_shortfall is None:
         return ApprovalDecision(
             required=False,
             approved_amount=amount,
@@ -91,7 +94,14 @@ def decide(
             reason=Reason.BELOW_CEILING,
             message=f"Cap and estimate are within the approval ceiling of ${ceiling:,.2f}.",
         )
-    needs = " and ".join(over) + f" above the approval ceiling of ${ceiling:,.2f}"
+    needs = "; ".join(
+        part
+        for part in (
+            " and ".join(over) + f" above the approval ceiling of ${ceiling:,.2f}" if over else "",
+            period_shortfall or "",
+        )
+        if part
+    )
     if amount is None or covered is None:
         suffix = f" ({complaint})" if complaint else ""
         return ApprovalDecision(

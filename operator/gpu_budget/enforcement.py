@@ -34,6 +34,7 @@ STOP_REASONS = frozenset(
         Reason.IDLE_GPUS,
         Reason.BUDGET_DELETED,
         Reason.BUDGET_NOT_FOUND,
+        Reason.PERIOD_LIMIT_REACHED,
     }
 )
 """Why a run is held or stopped: the reasons a stop record carries."""
@@ -54,6 +55,10 @@ class Terms(InternalModel):
     warn_at: tuple[float, ...]
     checkpoint_lead_seconds: int
     idle: IdleRule | None
+    period_limit: float | None = None
+    """The spend at which a limit per period stops the run (see :mod:`gpu_budget.periods`)."""
+    period_binding: str | None = None
+    """That limit, in words."""
 
 
 class Measured(InternalModel):
@@ -107,6 +112,8 @@ class _Limit(InternalModel):
 
     amount: float
     by_approval: bool
+    by_period: bool
+    """A limit per period is lower than the cap and the approval: it sets ``amount``."""
     stop_at: datetime | None
     reached: bool
 
@@ -211,13 +218,18 @@ def _limit(terms: Terms, approval: ApprovalDecision, measured: Measured, now: da
     whatever the action."""
     alert_only = terms.action == EnforcementAction.ALERT
     amount = approval.hard_limit if alert_only else approval.spend_limit
+    # A limit per period stops every action, Alert too: it is the team's, not the run's.
+    by_period = terms.period_limit is not None and terms.period_limit < amount
+    if terms.period_limit is not None and by_period:
+        amount = terms.period_limit
     stop_at = None
     if measured.burn_rate_per_hour > 0:
         seconds_left = max(0.0, (amount - measured.spent) / measured.burn_rate_per_hour * 3600)
         stop_at = now + timedelta(seconds=max(0.0, seconds_left - measured.stop_grace_seconds))
     return _Limit(
         amount=amount,
-        by_approval=alert_only or amount < terms.cost_cap,
+        by_approval=not by_period and (alert_only or amount < terms.cost_cap),
+        by_period=by_period,
         stop_at=stop_at,
         reached=measured.spent >= amount or (stop_at is not None and stop_at <= now),
     )
@@ -321,7 +333,12 @@ def _still_held(
     raised = previous.limit_at_stop is None or limit.amount > previous.limit_at_stop
     if raised and limit.amount - measured.spent >= RESUME_HEADROOM * terms.cost_cap:
         return None
-    if limit.by_approval:
+    if previous.reason == Reason.PERIOD_LIMIT_REACHED:
+        message = (
+            f"Suspended at {terms.period_binding or 'a limit per period'}; resumes when the "
+            "period starts afresh or the limit is raised."
+        )
+    elif limit.by_approval:
         message = (
             f"Suspended at the approved ${limit.amount:,.2f}; the cap of "
             f"${terms.cost_cap:,.2f} needs finance's approval to resume."
@@ -345,7 +362,14 @@ def _stop(
     terms: Terms, approval: ApprovalDecision, limit: _Limit, generation: int | None
 ) -> _Verdict:
     """Spend reached the limit (or will, within the pods' grace period): stop now."""
-    if limit.by_approval:
+    if limit.by_period:
+        # Never killed: the next period gives the run room again.
+        reason = Reason.PERIOD_LIMIT_REACHED
+        message = (
+            f"Spend in the period reached {terms.period_binding or 'a limit per period'}; "
+            "workloads suspended until the period starts afresh or the limit is raised."
+        )
+    elif limit.by_approval:
         reason, message = Reason.APPROVAL_EXHAUSTED, _exhausted_message(terms, approval, limit)
     elif terms.action == EnforcementAction.SUSPEND:
         reason = Reason.CAP_REACHED

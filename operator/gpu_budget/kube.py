@@ -25,6 +25,7 @@ from gpu_budget.workloads import Operation, WorkloadAdapter, WorkloadFacts
 T = TypeVar("T")
 
 BUDGETS_PATH = f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/trainingbudgets"
+POLICIES_PATH = f"/apis/{GROUP}/{VERSION}/budgetpolicies"
 
 WORKERS = 8
 """Concurrent API calls; stops of different budgets do not wait for each other."""
@@ -89,6 +90,10 @@ class ClusterClient:
         await self._http.merge_patch(
             f"{BUDGETS_PATH.format(namespace=namespace)}/{name}/status", {"status": status}
         )
+
+    async def patch_policy_status(self, name: str, status: dict[str, Any]) -> None:
+        """Write a BudgetPolicy's status: the spend deleted budgets leave in the periods."""
+        await self._http.merge_patch(f"{POLICIES_PATH}/{name}/status", {"status": status})
 
     async def patch_finalizers(
         self, namespace: str, name: str, finalizers: list[str], version: str | None

@@ -26,6 +26,7 @@ from typing import Any
 
 import kopf
 import structlog
+from pydantic import ValidationError
 
 from gpu_budget import BUDGET_LABEL, FINALIZER, metrics
 from gpu_budget.accounting import AccountingInput
@@ -37,9 +38,19 @@ from gpu_budget.actions import (
     workload_reference,
 )
 from gpu_budget.attribution import effective_owner
+from gpu_budget.formats import parse_time
 from gpu_budget.inheritance import record_for
-from gpu_budget.models import BudgetPolicySpec, TrainingBudgetSpec, TrainingBudgetStatus
+from gpu_budget.models import (
+    BudgetPolicySpec,
+    BudgetPolicyStatus,
+    DepartedSpend,
+    Phase,
+    TrainingBudgetSpec,
+    TrainingBudgetStatus,
+)
 from gpu_budget.node_pricing import NodeFacts
+from gpu_budget.outcomes import OutcomeReading, OutcomeRequest, due_requests, evaluate
+from gpu_budget.periods import BudgetShare, PeriodTerms, departures, keep_current, standings
 from gpu_budget.plan import Plan, plan_pass
 from gpu_budget.pods import PodFacts
 from gpu_budget.reasons import Reason
@@ -67,7 +78,13 @@ class PassFacts:
     namespace_labels: Mapping[str, dict[str, str]]
     policy: BudgetPolicySpec
     policy_version: str
+    periods: Mapping[str, PeriodTerms]
+    """Budget uid -> what the limits per period say for it (empty without limits)."""
+    departed: list[DepartedSpend]
+    """Spend deleted budgets left in the current periods (the policy's status)."""
     now: datetime
+    outcomes: Mapping[str, OutcomeReading]
+    """Per budget uid, the latest answer to its outcome query."""
 
 
 def gather_pass(state: Runtime) -> PassFacts:
@@ -78,6 +95,15 @@ def gather_pass(state: Runtime) -> PassFacts:
     policy_body = next(
         (b for b in view.policies if b["metadata"]["name"] == state.config.policy_name), None
     )
+    policy = current_policy(state)
+    now = utcnow()
+    departed = departed_spend(state, now)
+    periods: dict[str, PeriodTerms] = {}
+    if policy.period_limits:
+        labels = dict(view.namespace_labels)
+        shares = [budget_share(state, body, labels) for body in bodies.values()]
+        periods, standing = standings(policy.period_limits, shares, departed, now)
+        metrics.observe_periods(standing)
     return PassFacts(
         # A budget being deleted is only released (release_deleted): the loop neither
         # accounts it (and so never resumes what it holds) nor calls its workloads budgetless.
@@ -88,10 +114,81 @@ def gather_pass(state: Runtime) -> PassFacts:
         owners=owners,
         nodes=view.nodes_by_name(),
         namespace_labels=dict(view.namespace_labels),
-        policy=current_policy(state),
+        policy=policy,
         policy_version=str((policy_body or {}).get("metadata", {}).get("resourceVersion", "")),
-        now=utcnow(),
+        periods=periods,
+        departed=departed,
+        now=now,
+        outcomes=dict(state.outcomes),
     )
+
+
+def departed_spend(state: Runtime, now: datetime) -> list[DepartedSpend]:
+    """The policy's record of deleted budgets' spend in the current periods."""
+    raw = state.view.policy_status(state.config.policy_name)
+    try:
+        recorded = BudgetPolicyStatus.model_validate(raw).departed
+    except ValidationError as error:
+        metrics.INVALID_OBJECTS.labels("BudgetPolicy").inc()
+        log.error(
+            "unreadable BudgetPolicy status; deleted budgets' spend not counted", error=str(error)
+        )
+        return []
+    return keep_current(recorded, now)
+
+
+def budget_share(
+    state: Runtime, body: Mapping[str, Any], namespace_labels: Mapping[str, Mapping[str, str]]
+) -> BudgetShare:
+    """What a budget brings to the period totals, from its newest status."""
+    meta = body["metadata"]
+    uid = str(meta["uid"])
+    status = newest_status(state, uid, body.get("status") or {})
+    spec = TrainingBudgetSpec.model_validate(body.get("spec") or {})
+    namespace = str(meta.get("namespace", ""))
+    return BudgetShare(
+        uid=uid,
+        namespace=namespace,
+        owner=effective_owner(spec.owner, namespace_labels.get(namespace, {})),
+        created=parse_time(meta.get("creationTimestamp")),
+        cost_cap=spec.cost_cap,
+        spent=status.spent,
+        burn_per_hour=status.burn_rate_per_hour,
+        accounted_at=status.last_accounted_at,
+        marks=tuple(status.periods),
+        claims=status.phase not in (Phase.AWAITING_APPROVAL, Phase.KILLED),
+        inherited_from=tuple(status.ledger.inherited_from),
+    )
+
+
+def query_outcomes(state: Runtime, facts: PassFacts) -> None:
+    """Start the outcome queries that are due, in the background: the pass does not wait
+    for Prometheus; the answers are facts of a later pass."""
+    wanted = []
+    for key, body in facts.bodies.items():
+        query = ((body.get("spec") or {}).get("outcome") or {}).get("query")
+        if isinstance(query, str) and query:
+            running = any(pod.holds_gpus for pod in facts.pods.get(key, []))
+            wanted.append(
+                OutcomeRequest(uid=str(body["metadata"]["uid"]), query=query, running=running)
+            )
+    asked = {request.uid for request in wanted}
+    for uid in [uid for uid in state.outcomes if uid not in asked]:
+        del state.outcomes[uid]  # budget gone, or its outcome removed
+    if state.outcome_queries is not None and not state.outcome_queries.done():
+        return
+    every = timedelta(seconds=state.config.outcome_interval)
+    due = due_requests(wanted, state.outcomes, facts.now, every)
+    if due:
+        state.outcome_queries = asyncio.create_task(
+            evaluate(
+                state.outcome_source,
+                due,
+                state.outcomes,
+                utcnow,
+                observe=lambda reason: metrics.OUTCOME_QUERIES.labels(reason).inc(),
+            )
+        )
 
 
 def accounting_input(
@@ -113,7 +210,9 @@ def accounting_input(
         nodes=facts.nodes,
         utilization=state.utilization,
         deleted_at=state.view.deleted_at,
+        period=facts.periods.get(str(meta["uid"]), PeriodTerms()),
         now=utcnow(),
+        outcome=facts.outcomes.get(str(meta["uid"])),
     )
 
 
@@ -133,7 +232,17 @@ def fingerprint(facts: PassFacts, key: BudgetKey, policy_version: str) -> tuple[
         tuple(
             sorted((pod.uid, pod.running_since, pod.ended_at) for pod in facts.pods.get(key, []))
         ),
+        # A new answer to the outcome query (at most one per --outcome-interval).
+        getattr(facts.outcomes.get(str(body["metadata"]["uid"])), "at", None),
+        # Another budget of a limit's scope that starts or stops moves this one's share.
+        _period_fingerprint(facts.periods.get(str(body["metadata"]["uid"]))),
     )
+
+
+def _period_fingerprint(terms: PeriodTerms | None) -> tuple[object, ...]:
+    if terms is None or terms.spend_limit is None:
+        return ()
+    return (round(terms.spend_limit, 1), terms.shortfall is None)
 
 
 def next_due(plan: Plan) -> datetime | None:
@@ -313,6 +422,7 @@ async def release_deleted(state: Runtime, facts: PassFacts) -> None:
             plan = plan_pass(
                 accounting_input(state, facts, key, previous), meta.get("annotations") or {}
             )
+            await record_departure(state, facts, key, uid, plan.status)
             await hold_and_record(
                 state,
                 facts.workloads.get(key, []),
@@ -335,6 +445,24 @@ async def release_deleted(state: Runtime, facts: PassFacts) -> None:
         metrics.forget_budget(key[0], key[1])
         for memory in (state.computed, state.written, state.seen):
             memory.pop(uid, None)
+
+
+async def record_departure(
+    state: Runtime, facts: PassFacts, key: BudgetKey, uid: str, status: TrainingBudgetStatus
+) -> None:
+    """A deleted budget's spend in the current periods stays counted: it goes into the
+    policy's status before the finalizer comes off (by uid, so a retry adds nothing)."""
+    if not status.periods:
+        return
+    body = facts.deleting[key]
+    spec = TrainingBudgetSpec.model_validate(body.get("spec") or {})
+    owner = effective_owner(spec.owner, facts.namespace_labels.get(key[0], {}))
+    gone = departures(uid, key[0], owner, status.periods, status.spent, facts.now)
+    kept = [d for d in facts.departed if d.budget_uid != uid]
+    record = BudgetPolicyStatus(departed=[*kept, *gone])
+    await state.client.patch_policy_status(
+        state.config.policy_name, record.model_dump(mode="json", by_alias=True)
+    )
 
 
 def report_unreadable(state: Runtime, facts: PassFacts) -> None:
@@ -385,6 +513,7 @@ async def account_one(state: Runtime, facts: PassFacts, key: BudgetKey) -> int:
 async def run_pass(state: Runtime, only: set[BudgetKey] | None) -> int:
     """One pass over every budget with something to do (or just ``only``); budgets accounted."""
     facts = gather_pass(state)
+    query_outcomes(state, facts)
     await release_deleted(state, facts)
     await hold_vanished(state, facts)
     await keep_finalizers(state, facts)

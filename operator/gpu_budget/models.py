@@ -207,6 +207,30 @@ class Owner(ApiModel):
     project: str | None = Field(default=None, max_length=63, description="Project.")
 
 
+class Outcome(ApiModel):
+    """What the run produces, as a PromQL expression its training job exports."""
+
+    query: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="PromQL expression of the outcome so far, e.g. "
+        'sum(train_tokens_total{namespace="ml-team",job_name="llm"}). Several series are '
+        "summed. Evaluated at most every --outcome-interval seconds (30 by default) while "
+        "the run holds GPUs, and once after; a query that fails or finds nothing is "
+        "reported in the OutcomeMeasured condition.",
+    )
+    unit: str = Field(
+        min_length=1,
+        max_length=32,
+        description="What one unit of the scaled value is, e.g. Mtokens, epoch, checkpoint.",
+    )
+    scale: float = Field(
+        default=1.0,
+        gt=0,
+        description="Multiplies the query's value into units, e.g. 1e-6 for tokens to Mtokens.",
+    )
+
+
 class TrainingBudgetSpec(ApiModel):
     """A hard dollar budget on a GPU training run."""
 
@@ -220,6 +244,11 @@ class TrainingBudgetSpec(ApiModel):
         default=CostModel.ALLOCATION,
         description="Allocation: pay for GPUs held (as clouds bill). Utilization: pay for GPU "
         "work done (rate x utilisation), for shared or on-prem GPUs.",
+    )
+    outcome: Outcome | None = Field(
+        default=None,
+        description="What the run produces (tokens, epochs, checkpoints), read from "
+        "Prometheus; status.outcome then shows it and the cost per unit.",
     )
 
 
@@ -326,6 +355,17 @@ class Placement(ApiModel):
     region: str | None = None
 
 
+class OutcomeStatus(ApiModel):
+    """The outcome so far, and what each unit of it cost."""
+
+    value: float = Field(description="The outcome query's value times its scale, in units.")
+    unit: str
+    cost_per_unit: USD | None = Field(
+        default=None, description="spent / value; absent while the value is not above 0."
+    )
+    observed_at: datetime = Field(description="When Prometheus answered with the value.")
+
+
 class TrainingBudgetStatus(ApiModel):
     phase: Phase = Phase.PENDING
     spent: USD = 0.0
@@ -337,6 +377,16 @@ class TrainingBudgetStatus(ApiModel):
     gpu_hours: float = Field(default=0.0, ge=0, description="GPU-hours held so far.")
     placement: Placement | None = Field(
         default=None, description="What the GPUs ran on (kept once the pods are gone)."
+    )
+    outcome: OutcomeStatus | None = Field(
+        default=None,
+        description="With spec.outcome: its last value and the cost per unit (kept when "
+        "the query later finds nothing).",
+    )
+    periods: list[PeriodMark] = Field(
+        default_factory=list,
+        max_length=2,
+        description="The spend when each period a limit counts began.",
     )
     workloads: list[WorkloadRef] = Field(default_factory=list)
     last_accounted_at: datetime | None = None
@@ -487,6 +537,57 @@ time look cheaper than it may be (set ``gpusPerUnit`` to 1/replicas). Intel's
 """
 
 
+class PeriodScope(StrEnum):
+    NAMESPACE = "Namespace"
+    TEAM = "Team"
+    COST_CENTER = "CostCenter"
+
+
+class Period(StrEnum):
+    """Calendar periods in UTC: weeks start on Monday, months on the 1st."""
+
+    WEEKLY = "Weekly"
+    MONTHLY = "Monthly"
+
+
+class PeriodLimit(ApiModel):
+    """A spending limit for a namespace, team or cost centre over a calendar period."""
+
+    scope: PeriodScope = Field(description="What the limit counts: Namespace, Team or CostCenter.")
+    name: str = Field(
+        min_length=1, max_length=63, description="The namespace, team or cost centre."
+    )
+    period: Period = Field(description="Weekly (from Monday) or Monthly, in UTC.")
+    amount: float = Field(gt=0, description="The most its budgets may spend in a period, in USD.")
+
+
+class PeriodMark(ApiModel):
+    """Where a budget's spend stood when a period began: spend in the period is the rest."""
+
+    period: Period
+    start: datetime
+    spent_at_start: USD
+
+
+class DepartedSpend(ApiModel):
+    """A deleted budget's spend in a period, kept so deleting a budget frees no limit."""
+
+    budget_uid: str
+    namespace: str
+    team: str | None = None
+    cost_center: str | None = None
+    period: Period
+    start: datetime
+    spent: USD
+
+
+class BudgetPolicyStatus(ApiModel):
+    departed: list[DepartedSpend] = Field(
+        default_factory=list,
+        description="Spend in the current periods of budgets deleted in them.",
+    )
+
+
 class BudgetPolicySpec(ApiModel):
     """Cluster-wide policy; the operator reads the object named ``default``."""
 
@@ -540,6 +641,13 @@ class BudgetPolicySpec(ApiModel):
         max_length=64,
         description="Extended resources that are GPUs, and how each is counted and priced. "
         "The first matching entry applies.",
+    )
+    period_limits: list[PeriodLimit] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Spending limits per namespace, team or cost centre over a week or a "
+        "month. A budget that does not fit what is left waits for finance; running budgets "
+        "stop when the period's spend reaches the limit; each period starts afresh.",
     )
 
     @field_validator("default_warn_at")

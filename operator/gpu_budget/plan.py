@@ -40,6 +40,7 @@ from gpu_budget.models import (
     Phase,
     TrainingBudgetStatus,
 )
+from gpu_budget.periods import PeriodTerms
 from gpu_budget.pods import STOP_AT_ANNOTATION, PodFacts
 from gpu_budget.reasons import ConditionType, Reason, threshold_reason
 from gpu_budget.workloads import ADAPTERS_BY_KIND, HELD_AT_ADMISSION, Operation, WorkloadFacts
@@ -103,6 +104,7 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
         None if status.estimate is None else status.estimate.total,
         policy.approval_ceiling,
         annotations,
+        facts.period.shortfall,
     )
     running_pods = [pod for pod in outcome.pods if pod.holds_gpus]
     decision = decide(
@@ -123,6 +125,7 @@ def plan_pass(facts: AccountingInput, annotations: Mapping[str, str]) -> Plan:
             _threshold_findings(decision, status.spent, spec.cost_cap),
             _idle_findings(decision, spec.enforcement.idle),
             _cap_findings(status, decision),
+            _period_findings(status, facts.period, decision),
         ),
         now,
         facts.generation,
@@ -163,6 +166,8 @@ def _terms(facts: AccountingInput) -> Terms:
         ),
         checkpoint_lead_seconds=enforcement.checkpoint_lead_seconds,
         idle=enforcement.idle,
+        period_limit=facts.period.spend_limit,
+        period_binding=facts.period.binding,
     )
 
 
@@ -389,6 +394,40 @@ def _cap_findings(previous: TrainingBudgetStatus, decision: EnforcementDecision)
             message=decision.message,
         )
     return Findings(conditions=() if change is None else (change,), events=tuple(events))
+
+
+def _period_findings(
+    previous: TrainingBudgetStatus, period: PeriodTerms, decision: EnforcementDecision
+) -> Findings:
+    """PeriodLimit, for a budget a limit per period counts: where the limits stand."""
+    if period.spend_limit is None:
+        if find(previous.conditions, ConditionType.PERIOD_LIMIT) is None:
+            return Findings()
+        return Findings(
+            conditions=(
+                ConditionChange(
+                    type=ConditionType.PERIOD_LIMIT,
+                    status="True",
+                    reason=Reason.WITHIN_PERIOD_LIMIT,
+                    message="No limit per period counts this budget.",
+                ),
+            )
+        )
+    if decision.reason == Reason.PERIOD_LIMIT_REACHED:
+        status, reason, message = "False", Reason.PERIOD_LIMIT_REACHED, decision.message
+    elif period.shortfall is not None:
+        status, reason = "False", Reason.DOES_NOT_FIT_PERIOD
+        message = f"Needs finance: {period.shortfall}."
+    else:
+        status, reason = "True", Reason.WITHIN_PERIOD_LIMIT
+        message = f"{period.summary}."
+    return Findings(
+        conditions=(
+            ConditionChange(
+                type=ConditionType.PERIOD_LIMIT, status=status, reason=reason, message=message
+            ),
+        )
+    )
 
 
 def _workload_actions(

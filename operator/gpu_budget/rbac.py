@@ -58,6 +58,7 @@ KUBE_CALLS: dict[str, str] = {
     "get": "get the controller a new labelled workload or pod names (admission's owner check)",
     "patch_status": "patch trainingbudgets/status (the accounting pass writes it itself)",
     "patch_finalizers": "patch trainingbudgets (the loop adds and removes its finalizer)",
+    "patch_policy_status": "patch budgetpolicies/status (deleted budgets' spend in the periods)",
     "close": "nothing: closes the client's connections",
     "delete_pod": "delete pods whose grace period is above the policy's bound, with that bound",
 }
@@ -229,6 +230,7 @@ def access(
     grant("", "pods", "delete")  # delete_pod
     grant(GROUP, "trainingbudgets/status", "patch")  # patch_status
     grant(GROUP, "trainingbudgets", "patch")  # patch_finalizers
+    grant(GROUP, "budgetpolicies/status", "patch")  # patch_policy_status
     for adapter in CONTROLLERS:
         grant(adapter.group, adapter.plural, "get")  # get: admission's owner check
 

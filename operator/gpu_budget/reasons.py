@@ -29,9 +29,14 @@ class ConditionType(StrEnum):
     """With an idle rule: True while the GPUs are below its utilisation threshold."""
     INHERITED = "Inherited"
     """True once the budget took over the spend (and stop) of an earlier budget of its name."""
+    PERIOD_LIMIT = "PeriodLimit"
+    """With a limit per period in scope: False while the budget does not fit what is left of
+    the period, or is stopped at its limit."""
     VALID = "Valid"
     """False while something the budget depends on cannot be read (a workload, an
     annotation, the action at the cap); the message says what and how to fix it."""
+    OUTCOME_MEASURED = "OutcomeMeasured"
+    """With ``spec.outcome``: True while its PromQL query answers with a value."""
 
 
 class Reason(StrEnum):
@@ -75,6 +80,16 @@ class Reason(StrEnum):
     IDLE_GPUS = "IdleGPUs"
     BUDGET_DELETED = "BudgetDeleted"
     BUDGET_NOT_FOUND = "BudgetNotFound"
+    PERIOD_LIMIT_REACHED = "PeriodLimitReached"
+    # Limits per period
+    WITHIN_PERIOD_LIMIT = "WithinPeriodLimit"
+    DOES_NOT_FIT_PERIOD = "DoesNotFitPeriod"
+    # The outcome query (spec.outcome)
+    QUERY_ANSWERED = "QueryAnswered"
+    QUERY_FAILED = "QueryFailed"
+    NO_SAMPLES = "NoSamples"
+    NOT_QUERIED_YET = "NotQueriedYet"
+    OUTCOME_QUERY_FAILED = "OutcomeQueryFailed"
     # What was done to a workload
     ADMITTED = "Admitted"
     RESUMED = "Resumed"

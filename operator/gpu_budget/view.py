@@ -225,6 +225,12 @@ class ClusterView:
                 return dict(body.get("spec") or {})
         return None
 
+    def policy_status(self, name: str) -> dict[str, Any]:
+        for body in self.policies:
+            if body.get("metadata", {}).get("name") == name:
+                return dict(body.get("status") or {})
+        return {}
+
 
 def _namespace(obj: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
     return str(obj["metadata"]["name"]), _labels(obj)

@@ -392,6 +392,7 @@ def test_stop_reasons_are_the_strings_records_carry() -> None:
         "BudgetNotFound",
         "CapReached",
         "IdleGPUs",
+        "PeriodLimitReached",
     ]
     assert decide(facts(spent=975)).reason == Reason.CAP_REACHED
 

@@ -101,7 +101,13 @@ def test_a_namespaced_operator_needs_namespaces_and_namespaced_peerings() -> Non
     assert ("kopf.dev", "kopfpeerings", "patch") in needed
     assert not {t for t in needed if t[1] == "clusterkopfpeerings"}
     cluster_scoped = {r.resource for r in rules if not r.namespaced}
-    assert cluster_scoped == {"namespaces", "nodes", "customresourcedefinitions", "budgetpolicies"}
+    assert cluster_scoped == {
+        "namespaces",
+        "nodes",
+        "customresourcedefinitions",
+        "budgetpolicies",
+        "budgetpolicies/status",
+    }
 
 
 def test_adapter_verbs_follow_the_adapters() -> None:
