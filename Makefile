@@ -11,17 +11,29 @@ CLUSTER := PYTHONPATH=hack $(PY) -m localcluster
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+# The same hash-pinned versions the image installs (requirements.lock is the runtime
+# subset of requirements-dev.lock); `make lock` regenerates both from pyproject.toml.
+$(VENV)/.installed: pyproject.toml requirements-dev.lock hack/image/requirements-build.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(VENV)/bin/pip install --quiet --require-hashes -r hack/image/requirements-build.lock
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 .PHONY: venv
 venv: $(VENV)/.installed ## Create the virtualenv with the operator and dev tools
 
+.PHONY: lock
+lock: ## Regenerate the hash-pinned lock files from pyproject.toml (pip-compile)
+	hack/image.sh lock
+
+.PHONY: image
+image: ## Build the operator image with podman (no Docker engine) and save it as an OCI archive
+	hack/image.sh
+
 .PHONY: system-deps
-system-deps: ## Install Debian packages the local cluster needs (prometheus, openssl)
+system-deps: ## Install Debian packages the local cluster and tests need (prometheus, openssl, chromium)
 	hack/install-system-deps.sh
 
 .PHONY: tools
