@@ -75,12 +75,13 @@ from gpu_budget.config import OperatorConfig
 from gpu_budget.formats import rfc3339
 from gpu_budget.kube import ClusterClient
 from gpu_budget.workloads import (
-    ADAPTERS_BY_KIND,
+    ADAPTERS,
     CONTROLLERS,
     HELD_ANNOTATION,
     HELD_AT_ADMISSION,
     KILLED_ANNOTATION,
-    WorkloadAdapter,
+    SchedulingGated,
+    SuspendSwitch,
 )
 from gpu_budget.workloads.base import controller_of
 from gpu_budget.workloads.pod import SCHEDULING_GATE
@@ -89,10 +90,8 @@ log = structlog.get_logger("gpu_budget.admission")
 
 MergePatch = dict[str, Any]
 
-SUSPENDABLE: tuple[WorkloadAdapter, ...] = CONTROLLERS
-"""Workload kinds with a suspend switch (Job, JobSet, PyTorchJob)."""
-
-BUDGETED_CONTROLLERS = frozenset((a.group, a.kind) for a in SUSPENDABLE)
+BUDGETED_CONTROLLERS = frozenset((a.group, a.kind) for a in CONTROLLERS)
+"""(API group, kind) of the controllers whose children they hold and stop themselves."""
 
 
 class Rejection(Exception):
@@ -159,14 +158,8 @@ def owner_vouches(
     )
 
 
-def _held(adapter: WorkloadAdapter) -> MergePatch:
-    patch = adapter.suspend_fields(True)
-    patch["metadata"] = {"annotations": {HELD_ANNOTATION: HELD_AT_ADMISSION}}
-    return patch
-
-
 def hold_on_create(
-    adapter: WorkloadAdapter, body: Mapping[str, Any], owner_is_budgeted: bool
+    adapter: SuspendSwitch, body: Mapping[str, Any], owner_is_budgeted: bool
 ) -> MergePatch | None:
     """Suspend a new labelled workload; None when the user created it suspended.
 
@@ -175,11 +168,11 @@ def hold_on_create(
     """
     if adapter.is_suspended(body) or owner_is_budgeted:
         return None
-    return _held(adapter)
+    return adapter.admission_hold()
 
 
 def hold_on_unsuspend(
-    adapter: WorkloadAdapter,
+    adapter: SuspendSwitch,
     old: Mapping[str, Any],
     new: Mapping[str, Any],
     owner_is_budgeted: bool,
@@ -200,7 +193,7 @@ def hold_on_unsuspend(
         return None
     if owner_is_budgeted:
         return None
-    return _held(adapter)
+    return adapter.admission_hold()
 
 
 def gate_pod(body: Mapping[str, Any], owner_is_budgeted: bool) -> MergePatch | None:
@@ -349,7 +342,7 @@ class OwnerLookup:
 
 
 def _hold_on_create_handler(
-    adapter: WorkloadAdapter, owners: OwnerLookup
+    adapter: SuspendSwitch, owners: OwnerLookup
 ) -> Callable[..., Awaitable[None]]:
     async def hold_new_workload(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         merge = hold_on_create(adapter, body, await owners.vouches(body))
@@ -360,7 +353,7 @@ def _hold_on_create_handler(
 
 
 def _hold_on_unsuspend_handler(
-    adapter: WorkloadAdapter, owners: OwnerLookup
+    adapter: SuspendSwitch, owners: OwnerLookup
 ) -> Callable[..., Awaitable[None]]:
     async def hold_unsuspended_workload(
         old: kopf.Body | None, new: kopf.Body | None, patch: kopf.Patch, **_: Any
@@ -448,41 +441,44 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     serves = in_namespaces(config)
     owners = OwnerLookup()
     labelled = {BUDGET_LABEL: kopf.PRESENT}
-    for adapter in SUSPENDABLE:
-        kopf.on.mutate(
-            adapter.group,
-            adapter.version,
-            adapter.plural,
-            id=f"hold-{adapter.plural}",
-            operations=["CREATE"],
-            labels=labelled,
-            when=serves,
-            persistent=True,
-            registry=registry,
-        )(_hold_on_create_handler(adapter, owners))
-        kopf.on.mutate(
-            adapter.group,
-            adapter.version,
-            adapter.plural,
-            id=f"hold-unsuspended-{adapter.plural}",
-            operations=["UPDATE"],
-            labels=labelled,
-            when=serves,
-            ignore_failures=True,
-            registry=registry,
-        )(_hold_on_unsuspend_handler(adapter, owners))
-    pods = ADAPTERS_BY_KIND["Pod"]
-    kopf.on.mutate(
-        pods.group,
-        pods.version,
-        pods.plural,
-        id="gate-pods",
-        operations=["CREATE"],
-        labels=labelled,
-        when=serves,
-        persistent=True,
-        registry=registry,
-    )(_gate_new_pod_handler(owners))
+    # Each kind is held the way its capabilities say: a suspend switch is patched at
+    # creation and on a user's unsuspend, a scheduling-gated kind is gated at creation.
+    for adapter in ADAPTERS:
+        if isinstance(adapter, SuspendSwitch):
+            kopf.on.mutate(
+                adapter.group,
+                adapter.version,
+                adapter.plural,
+                id=f"hold-{adapter.plural}",
+                operations=["CREATE"],
+                labels=labelled,
+                when=serves,
+                persistent=True,
+                registry=registry,
+            )(_hold_on_create_handler(adapter, owners))
+            kopf.on.mutate(
+                adapter.group,
+                adapter.version,
+                adapter.plural,
+                id=f"hold-unsuspended-{adapter.plural}",
+                operations=["UPDATE"],
+                labels=labelled,
+                when=serves,
+                ignore_failures=True,
+                registry=registry,
+            )(_hold_on_unsuspend_handler(adapter, owners))
+        if isinstance(adapter, SchedulingGated):
+            kopf.on.mutate(
+                adapter.group,
+                adapter.version,
+                adapter.plural,
+                id=f"gate-{adapter.plural}",
+                operations=["CREATE"],
+                labels=labelled,
+                when=serves,
+                persistent=True,
+                registry=registry,
+            )(_gate_new_pod_handler(owners))
     kopf.on.mutate(
         GROUP,
         VERSION,

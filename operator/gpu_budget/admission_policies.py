@@ -99,9 +99,15 @@ from gpu_budget.models import (
     GpuResource,
     GpuShare,
 )
-from gpu_budget.workloads import ADAPTERS_BY_KIND, HELD_ANNOTATION, KILLED_ANNOTATION
-from gpu_budget.workloads.base import WorkloadAdapter
-from gpu_budget.workloads.pod import SCHEDULING_GATE
+from gpu_budget.workloads import (
+    ADAPTERS,
+    CONTROLLERS,
+    HELD_ANNOTATION,
+    KILLED_ANNOTATION,
+    ChildOfControllers,
+    PodTemplates,
+    WorkloadAdapter,
+)
 
 ADMISSION_API_VERSION = "admissionregistration.k8s.io/v1"
 NAME_PREFIX = f"{GROUP}-"
@@ -188,83 +194,41 @@ def is_operator(operator_usernames: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class WorkloadKind:
-    """What the policies need to know of one workload kind, as CEL over an object."""
+    """One workload kind as the policies read it: the CEL fragments its adapter gives.
+
+    The fragments live with the kind, in its module under
+    :mod:`gpu_budget.workloads`; what only some kinds have is a capability.
+    """
 
     adapter: WorkloadAdapter
-    switch: str
-    """How the kind is held, for messages: ``spec.suspend``, a scheduling gate, ..."""
-    held_cel: str
-    """CEL over ``{o}``: the object is suspended (or gated) right now."""
-    pod_specs_cel: str
-    """CEL over ``object``: the list of its pod specs (templates)."""
-    templates_cel: str | None = None
-    """CEL over ``{o}``: the templates whose metadata its pods (or child workloads) get:
-    their ``metadata.labels`` must not name another budget. None for Pod."""
-    checked_at_its_workload: bool = False
-    """Pods: those a Job, JobSet or PyTorchJob controls are checked at that workload."""
+
+    @property
+    def switch(self) -> str:
+        """How the kind is held, for messages: ``spec.suspend``, a scheduling gate, ..."""
+        return self.adapter.switch
 
     def held(self, obj: str) -> str:
-        return self.held_cel.format(o=obj)
+        """CEL: ``obj`` is suspended (or gated) right now."""
+        return self.adapter.held(obj)
+
+    @property
+    def pod_specs_cel(self) -> str:
+        """CEL over ``object``: the list of its pod specs (templates)."""
+        return self.adapter.pod_specs_cel
+
+    @property
+    def templates_cel(self) -> str | None:
+        """CEL over ``{o}``: the templates whose metadata its pods (or child workloads)
+        get, which must not name another budget; None for a kind without templates."""
+        return self.adapter.templates_cel if isinstance(self.adapter, PodTemplates) else None
 
     def templates(self, obj: str) -> str:
-        if self.templates_cel is None:
+        if not isinstance(self.adapter, PodTemplates):
             raise ValueError(f"{self.adapter.kind} has no templates")
-        return self.templates_cel.replace("{o}", obj)
+        return self.adapter.templates(obj)
 
 
-WORKLOAD_KINDS: tuple[WorkloadKind, ...] = (
-    WorkloadKind(
-        adapter=ADAPTERS_BY_KIND["Job"],
-        switch="spec.suspend",
-        held_cel="{o}.spec.?suspend.orValue(false) == true",
-        pod_specs_cel="[object.spec.template.?spec.orValue({})]",
-        templates_cel="[{o}.spec.?template.orValue({})]",
-    ),
-    WorkloadKind(
-        adapter=ADAPTERS_BY_KIND["JobSet"],
-        switch="spec.suspend",
-        held_cel="{o}.spec.?suspend.orValue(false) == true",
-        pod_specs_cel=(
-            "object.spec.?replicatedJobs.orValue([])"
-            ".map(r, r.?template.?spec.?template.?spec.orValue({}))"
-        ),
-        # The Job templates (their labels become the child Jobs') and the pod templates.
-        templates_cel=(
-            "({o}.spec.?replicatedJobs.orValue([]).map(r, r.?template.orValue({})) + "
-            "{o}.spec.?replicatedJobs.orValue([]).map(r, r.?template.?spec.?template.orValue({})))"
-        ),
-    ),
-    WorkloadKind(
-        adapter=ADAPTERS_BY_KIND["PyTorchJob"],
-        switch="spec.runPolicy.suspend",
-        held_cel="{o}.spec.?runPolicy.?suspend.orValue(false) == true",
-        pod_specs_cel=(
-            "object.spec.?pytorchReplicaSpecs.orValue({}).map(k, "
-            "object.spec.pytorchReplicaSpecs[k].?template.?spec.orValue({}))"
-        ),
-        templates_cel=(
-            "{o}.spec.?pytorchReplicaSpecs.orValue({}).map(k, "
-            "{o}.spec.pytorchReplicaSpecs[k].?template.orValue({}))"
-        ),
-    ),
-    WorkloadKind(
-        adapter=ADAPTERS_BY_KIND["Pod"],
-        switch=f"the scheduling gate {SCHEDULING_GATE}",
-        held_cel=(
-            "{o}.spec.?schedulingGates.orValue([]).exists(g, g.name == "
-            + cel_string(SCHEDULING_GATE)
-            + ")"
-        ),
-        pod_specs_cel="[object.spec]",
-        checked_at_its_workload=True,
-    ),
-)
-
-BUDGETED_CONTROLLERS: tuple[WorkloadAdapter, ...] = tuple(
-    kind.adapter for kind in WORKLOAD_KINDS if kind.templates_cel is not None
-)
-"""The kinds a budget suspends as a whole (Job, JobSet, PyTorchJob): their children
-(a JobSet's Jobs, a Job's pods) are checked at them."""
+WORKLOAD_KINDS: tuple[WorkloadKind, ...] = tuple(WorkloadKind(adapter) for adapter in ADAPTERS)
 
 STOPPABLE = (
     ", ".join(kind.adapter.kind for kind in WORKLOAD_KINDS[:-1])
@@ -283,7 +247,7 @@ def controlled_by_workload(obj: str) -> str:
     kinds = " || ".join(
         f"(r.?apiVersion.orValue('').startsWith({cel_string(a.group + '/')}) && "
         f"r.?kind.orValue('') == {cel_string(a.kind)})"
-        for a in BUDGETED_CONTROLLERS
+        for a in CONTROLLERS
     )
     return (
         f"{obj}.metadata.?ownerReferences.orValue([])"
@@ -1023,7 +987,8 @@ def require_budget(kind: WorkloadKind, policy_name: str = "default") -> list[dic
         },
         {"name": "no-budget-label", "expression": "!(" + has_label.format(o="object") + ")"},
     ]
-    if kind.checked_at_its_workload:
+    if isinstance(kind.adapter, ChildOfControllers):
+        # Pods: those a Job, JobSet or PyTorchJob controls are checked at that workload.
         conditions.append(
             {
                 "name": "not-a-workloads-pod",

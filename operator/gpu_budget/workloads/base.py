@@ -3,11 +3,15 @@
 An adapter answers, for one workload kind: which pods are its own, what state
 it is in, how many GPUs it asks for, and the patches that suspend, resume and
 kill it. Patches are plain JSON merge patches so the decision stays testable;
-the shell sends them.
+the shell sends them. What only some kinds have (a suspend switch, pod
+templates, children that point at it, a scheduling gate) is an optional
+capability, a small ABC a kind's adapter also derives from, as in Kueue's job
+framework.
 """
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from enum import StrEnum
@@ -89,16 +93,34 @@ class WorkloadFacts(BaseModel):
 
 
 class WorkloadAdapter(ABC):
-    """What the operator asks of a workload kind."""
+    """What the operator asks of a workload kind, and what the admission policies need of it.
+
+    Everything a kind is lives in its own module: its facts, how it is stopped
+    and resumed, and the CEL fragments the policies render for it. What only
+    some kinds can do is a capability below (:class:`SuspendSwitch`,
+    :class:`PodTemplates`, :class:`PodController`, :class:`SchedulingGated`),
+    which callers test with ``isinstance``, never by naming a kind.
+    """
 
     kind: str
     group: str
     version: str
     plural: str
+    pod_specs_cel: str
+    """CEL over ``object``: the list of its pod specs (templates), for the GPU checks."""
 
     @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    @abstractmethod
+    def switch(self) -> str:
+        """How the kind is held, for messages: ``spec.suspend``, a scheduling gate, ..."""
+
+    @abstractmethod
+    def held(self, obj: str) -> str:
+        """CEL: the object ``obj`` (``object``, ``oldObject``) is suspended or gated right now."""
 
     def indexes(self, body: Mapping[str, Any]) -> bool:
         """Whether this labelled object is a workload of this adapter (bare pods filter)."""
@@ -152,9 +174,6 @@ class WorkloadAdapter(ABC):
         """The workload's pod templates and how many pods of each it runs."""
 
     @abstractmethod
-    def suspend_fields(self, suspend: bool) -> dict[str, Any]:
-        """The merge patch of the workload's own suspend switch."""
-
     def suspend(
         self, workload: WorkloadFacts, reason: str, record: str | None = None
     ) -> Operation | None:
@@ -163,6 +182,68 @@ class WorkloadAdapter(ABC):
         ``record`` is the budget's spend record, written in the same patch so a
         stopped workload always carries what its budget had spent.
         """
+
+    @abstractmethod
+    def resume(self, workload: WorkloadFacts, budget_uid: str) -> Operation | None:
+        """Let a workload the operator held run again; never one the user suspended."""
+
+    @abstractmethod
+    def kill(
+        self, workload: WorkloadFacts, reason: str, record: str | None = None
+    ) -> Operation | None:
+        """Stop the workload for good: marked killed, never resumed."""
+
+    def record(self, workload: WorkloadFacts, record: str) -> Operation | None:
+        """Write the budget's spend record on a workload that is already stopped."""
+        if workload.spend_record == record:
+            return None
+        return Operation(verb="patch", patch=_annotate(_record(record)))
+
+
+# -------------------------------------------------------------------- capabilities
+
+
+class SuspendSwitch(WorkloadAdapter):
+    """A kind with a suspend field in its spec, which its controller honours.
+
+    The field is the kind's one fact (``suspend_path``); reading it, the merge
+    patches that flip it, and the CEL and messages of the policies all follow
+    from it. The admission webhook holds such a kind at creation, and on a
+    user's unsuspend, by patching the field (:meth:`admission_hold`).
+    """
+
+    suspend_path: tuple[str, ...]
+    """Where the switch is, e.g. ``("spec", "runPolicy", "suspend")``."""
+
+    @property
+    def switch(self) -> str:
+        return ".".join(self.suspend_path)
+
+    def held(self, obj: str) -> str:
+        first, *rest = self.suspend_path
+        return f"{obj}.{first}" + "".join(f".?{part}" for part in rest) + ".orValue(false) == true"
+
+    def is_suspended(self, body: Mapping[str, Any]) -> bool:
+        *parents, field = self.suspend_path
+        value: Mapping[str, Any] = body
+        for part in parents:
+            value = value.get(part) or {}
+        return bool(value.get(field))
+
+    def suspend_fields(self, suspend: bool) -> dict[str, Any]:
+        """The merge patch of the workload's own suspend switch."""
+        patch: dict[str, Any] = {self.suspend_path[-1]: suspend}
+        for part in reversed(self.suspend_path[:-1]):
+            patch = {part: patch}
+        return patch
+
+    def admission_hold(self) -> dict[str, Any]:
+        """The admission webhook's patch: suspended, and marked held at admission."""
+        return _merge(self.suspend_fields(True), _annotate({HELD_ANNOTATION: HELD_AT_ADMISSION}))
+
+    def suspend(
+        self, workload: WorkloadFacts, reason: str, record: str | None = None
+    ) -> Operation | None:
         if workload.suspended or workload.state == WorkloadState.FINISHED:
             return None
         return Operation(
@@ -203,11 +284,82 @@ class WorkloadAdapter(ABC):
             ),
         )
 
-    def record(self, workload: WorkloadFacts, record: str) -> Operation | None:
-        """Write the budget's spend record on a workload that is already stopped."""
-        if workload.spend_record == record:
-            return None
-        return Operation(verb="patch", patch=_annotate(_record(record)))
+
+class PodTemplates(WorkloadAdapter):
+    """A kind whose pods (or child workloads) get their metadata from templates in it.
+
+    The workload guard refuses templates that name another budget than the
+    workload's own, since pods are charged to their workload's budget.
+    """
+
+    templates_cel: str
+    """CEL over ``{o}``: the templates whose ``metadata.labels`` its pods or children get."""
+
+    def templates(self, obj: str) -> str:
+        """CEL: the templates of ``obj`` (``object``, ``oldObject``)."""
+        return self.templates_cel.replace("{o}", obj)
+
+
+class PodController(WorkloadAdapter):
+    """A kind other objects' controller references point at: its pods, a JobSet's Jobs.
+
+    Those children are its business, held and stopped through it: the pod
+    adapter leaves them out, the admission webhook does not hold them when the
+    owner vouches for them, and the policies check them at their controller.
+    """
+
+
+class ChildOfControllers(WorkloadAdapter):
+    """A kind whose objects a :class:`PodController` may control (a Job's pods).
+
+    Only the objects no adapted controller controls are workloads of their own
+    (a bare pod, a ReplicaSet's); the others are charged to, held through and
+    checked at their controller, here and in the require-budget policy.
+    """
+
+    def __init__(self, controllers: frozenset[tuple[str, str]]) -> None:
+        self.controllers = controllers
+        """(API group, kind) of the :class:`PodController` kinds: their children are theirs."""
+
+    def indexes(self, body: Mapping[str, Any]) -> bool:
+        """A labelled object no adapted controller controls.
+
+        One that carries a budget label its controller (a ReplicaSet, a
+        StatefulSet, a custom controller) knows nothing of is charged to that
+        budget and, since its controller cannot be suspended, stopped by deletion.
+        """
+        controller = controller_of(body)
+        if controller is None:
+            return True
+        group = str(controller.get("apiVersion", "")).rpartition("/")[0]
+        return (group, controller.get("kind")) not in self.controllers
+
+
+class SchedulingGated(WorkloadAdapter):
+    """A kind held by a scheduling gate, which the admission webhook adds at creation.
+
+    Gates can be removed after creation, never added: one not gated at
+    creation can only be stopped by deletion.
+    """
+
+    scheduling_gate: str
+    """The gate's name; the object is not scheduled while it is there."""
+
+    @property
+    def switch(self) -> str:
+        return f"the scheduling gate {self.scheduling_gate}"
+
+    def held(self, obj: str) -> str:
+        gate = json.dumps(self.scheduling_gate)  # a CEL string literal
+        return f"{obj}.spec.?schedulingGates.orValue([]).exists(g, g.name == {gate})"
+
+    def is_suspended(self, body: Mapping[str, Any]) -> bool:
+        gates = (body.get("spec") or {}).get("schedulingGates") or []
+        return any(gate.get("name") == self.scheduling_gate for gate in gates)
+
+    def other_scheduling_gates(self, body: Mapping[str, Any]) -> tuple[str, ...]:
+        gates = (body.get("spec") or {}).get("schedulingGates") or []
+        return tuple(g["name"] for g in gates if g.get("name") != self.scheduling_gate)
 
 
 class Operation(BaseModel):

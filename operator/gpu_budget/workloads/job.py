@@ -6,19 +6,24 @@ from collections.abc import Mapping
 from typing import Any
 
 from gpu_budget.workloads.base import (
+    PodController,
     PodSet,
-    WorkloadAdapter,
+    PodTemplates,
+    SuspendSwitch,
     WorkloadState,
     condition_true,
     mapping,
 )
 
 
-class JobAdapter(WorkloadAdapter):
+class JobAdapter(SuspendSwitch, PodTemplates, PodController):
     kind = "Job"
     group = "batch"
     version = "v1"
     plural = "jobs"
+    suspend_path = ("spec", "suspend")
+    pod_specs_cel = "[object.spec.template.?spec.orValue({})]"
+    templates_cel = "[{o}.spec.?template.orValue({})]"
 
     def state(self, body: Mapping[str, Any]) -> WorkloadState:
         status = body.get("status") or {}
@@ -28,13 +33,7 @@ class JobAdapter(WorkloadAdapter):
             return WorkloadState.RUNNING
         return WorkloadState.PENDING
 
-    def is_suspended(self, body: Mapping[str, Any]) -> bool:
-        return bool((body.get("spec") or {}).get("suspend"))
-
     def pod_sets(self, body: Mapping[str, Any]) -> list[PodSet]:
         spec = mapping(body.get("spec"))
         template = mapping(mapping(spec.get("template")).get("spec"))
         return [PodSet(counts=(spec.get("parallelism"),), spec=template, where="spec.template")]
-
-    def suspend_fields(self, suspend: bool) -> dict[str, Any]:
-        return {"spec": {"suspend": suspend}}

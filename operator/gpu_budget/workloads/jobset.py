@@ -6,19 +6,31 @@ from collections.abc import Mapping
 from typing import Any
 
 from gpu_budget.workloads.base import (
+    PodController,
     PodSet,
-    WorkloadAdapter,
+    PodTemplates,
+    SuspendSwitch,
     WorkloadState,
     condition_true,
     mapping,
 )
 
 
-class JobSetAdapter(WorkloadAdapter):
+class JobSetAdapter(SuspendSwitch, PodTemplates, PodController):
     kind = "JobSet"
     group = "jobset.x-k8s.io"
     version = "v1alpha2"
     plural = "jobsets"
+    suspend_path = ("spec", "suspend")
+    pod_specs_cel = (
+        "object.spec.?replicatedJobs.orValue([])"
+        ".map(r, r.?template.?spec.?template.?spec.orValue({}))"
+    )
+    # The Job templates (their labels become the child Jobs') and the pod templates.
+    templates_cel = (
+        "({o}.spec.?replicatedJobs.orValue([]).map(r, r.?template.orValue({})) + "
+        "{o}.spec.?replicatedJobs.orValue([]).map(r, r.?template.?spec.?template.orValue({})))"
+    )
 
     def state(self, body: Mapping[str, Any]) -> WorkloadState:
         if condition_true(body, "Completed", "Failed"):
@@ -27,9 +39,6 @@ class JobSetAdapter(WorkloadAdapter):
         if any(job.get("active") or job.get("ready") for job in jobs):
             return WorkloadState.RUNNING
         return WorkloadState.PENDING
-
-    def is_suspended(self, body: Mapping[str, Any]) -> bool:
-        return bool((body.get("spec") or {}).get("suspend"))
 
     def pod_sets(self, body: Mapping[str, Any]) -> list[PodSet]:
         replicated_jobs = mapping(body.get("spec")).get("replicatedJobs")
@@ -45,6 +54,3 @@ class JobSetAdapter(WorkloadAdapter):
                 )
             )
         return sets
-
-    def suspend_fields(self, suspend: bool) -> dict[str, Any]:
-        return {"spec": {"suspend": suspend}}

@@ -12,12 +12,12 @@ from typing import Any
 
 from gpu_budget import ADMITTED_ANNOTATION, GROUP
 from gpu_budget.workloads.base import (
+    ChildOfControllers,
     Operation,
     PodSet,
-    WorkloadAdapter,
+    SchedulingGated,
     WorkloadFacts,
     WorkloadState,
-    controller_of,
     mapping,
 )
 
@@ -25,28 +25,13 @@ SCHEDULING_GATE = f"{GROUP}/budget"
 """Added by the admission webhook; the pod is not scheduled while it is there."""
 
 
-class PodAdapter(WorkloadAdapter):
+class PodAdapter(SchedulingGated, ChildOfControllers):
     kind = "Pod"
     group = ""
     version = "v1"
     plural = "pods"
-
-    def __init__(self, workload_kinds: frozenset[tuple[str, str]] = frozenset()) -> None:
-        self.workload_kinds = workload_kinds
-        """(API group, kind) of the workloads adapted elsewhere: their pods are theirs."""
-
-    def indexes(self, body: Mapping[str, Any]) -> bool:
-        """A labelled pod no adapted workload controls: a bare pod, or a ReplicaSet's, ...
-
-        A pod that carries a budget label its controller (a ReplicaSet, a
-        StatefulSet, a custom controller) knows nothing of is charged to that
-        budget and, since its controller cannot be suspended, stopped by deletion.
-        """
-        controller = controller_of(body)
-        if controller is None:
-            return True
-        group = str(controller.get("apiVersion", "")).rpartition("/")[0]
-        return (group, controller.get("kind")) not in self.workload_kinds
+    scheduling_gate = SCHEDULING_GATE
+    pod_specs_cel = "[object.spec]"
 
     def own_pod_uid(self, body: Mapping[str, Any]) -> str | None:
         return str(body["metadata"]["uid"])
@@ -59,19 +44,8 @@ class PodAdapter(WorkloadAdapter):
             return WorkloadState.RUNNING
         return WorkloadState.PENDING
 
-    def is_suspended(self, body: Mapping[str, Any]) -> bool:
-        gates = (body.get("spec") or {}).get("schedulingGates") or []
-        return any(gate.get("name") == SCHEDULING_GATE for gate in gates)
-
     def pod_sets(self, body: Mapping[str, Any]) -> list[PodSet]:
         return [PodSet(counts=(), spec=mapping(body.get("spec")), where="spec")]
-
-    def other_scheduling_gates(self, body: Mapping[str, Any]) -> tuple[str, ...]:
-        gates = (body.get("spec") or {}).get("schedulingGates") or []
-        return tuple(g["name"] for g in gates if g.get("name") != SCHEDULING_GATE)
-
-    def suspend_fields(self, suspend: bool) -> dict[str, Any]:
-        raise NotImplementedError("a pod has no suspend switch; see suspend() and resume()")
 
     def suspend(
         self, workload: WorkloadFacts, reason: str, record: str | None = None

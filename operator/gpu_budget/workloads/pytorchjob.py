@@ -6,19 +6,30 @@ from collections.abc import Mapping
 from typing import Any
 
 from gpu_budget.workloads.base import (
+    PodController,
     PodSet,
-    WorkloadAdapter,
+    PodTemplates,
+    SuspendSwitch,
     WorkloadState,
     condition_true,
     mapping,
 )
 
 
-class PyTorchJobAdapter(WorkloadAdapter):
+class PyTorchJobAdapter(SuspendSwitch, PodTemplates, PodController):
     kind = "PyTorchJob"
     group = "kubeflow.org"
     version = "v1"
     plural = "pytorchjobs"
+    suspend_path = ("spec", "runPolicy", "suspend")
+    pod_specs_cel = (
+        "object.spec.?pytorchReplicaSpecs.orValue({}).map(k, "
+        "object.spec.pytorchReplicaSpecs[k].?template.?spec.orValue({}))"
+    )
+    templates_cel = (
+        "{o}.spec.?pytorchReplicaSpecs.orValue({}).map(k, "
+        "{o}.spec.pytorchReplicaSpecs[k].?template.orValue({}))"
+    )
 
     def state(self, body: Mapping[str, Any]) -> WorkloadState:
         if condition_true(body, "Succeeded", "Failed"):
@@ -26,9 +37,6 @@ class PyTorchJobAdapter(WorkloadAdapter):
         if condition_true(body, "Running"):
             return WorkloadState.RUNNING
         return WorkloadState.PENDING
-
-    def is_suspended(self, body: Mapping[str, Any]) -> bool:
-        return bool(((body.get("spec") or {}).get("runPolicy") or {}).get("suspend"))
 
     def pod_sets(self, body: Mapping[str, Any]) -> list[PodSet]:
         replicas = mapping(mapping(body.get("spec")).get("pytorchReplicaSpecs"))
@@ -40,6 +48,3 @@ class PyTorchJobAdapter(WorkloadAdapter):
             )
             for name, spec in replicas.items()
         ]
-
-    def suspend_fields(self, suspend: bool) -> dict[str, Any]:
-        return {"spec": {"runPolicy": {"suspend": suspend}}}
