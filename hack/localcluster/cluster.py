@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from localcluster import controlplane, kwoknodes, metrics, pki
+from localcluster import controlplane, kwoknodes, metrics, net, pki
 from localcluster.context import Context
 from localcluster.layout import Layout
 from localcluster.metrics import DCGM_URL, PROMETHEUS_URL
@@ -51,6 +51,8 @@ class Cluster:
         progress(f"state directory {self.layout.root}")
         pki.ensure(self.layout, self.ctx.tools["openssl"])
         progress("PKI, tokens and kubeconfig ready")
+        if not net.reserve_ports({port for c in self.components for port in c.ports}):
+            progress("could not reserve the cluster's ports (not root): a start may collide")
 
         for phase in sorted({c.phase for c in self.components}):
             comps = [c for c in self.components if c.phase == phase]

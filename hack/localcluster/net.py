@@ -44,6 +44,27 @@ def port_open(port: int) -> bool:
         return s.connect_ex((HOST, port)) == 0
 
 
+RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
+
+
+def reserve_ports(ports: set[int]) -> bool:
+    """Keep the kernel from handing the cluster's fixed ports out as ephemeral ones.
+
+    The fixed ports lie in Linux's ephemeral range (32768-60999), so a client
+    connection (the API server's to etcd, say) could take one of them before the
+    component that listens there starts. Root only; False when not allowed.
+    """
+    try:
+        current = RESERVED_PORTS.read_text().strip()
+        reserved = {int(p) for p in current.split(",") if p and "-" not in p}
+        missing = sorted(ports - reserved)
+        if missing:
+            RESERVED_PORTS.write_text(",".join(filter(None, [current, *map(str, missing)])))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def free_port() -> int:
     """A loopback port nothing listens on now, for a process started next to the cluster."""
     with socket.socket() as sock:
