@@ -188,7 +188,7 @@ def standings(
         burn = sum(s.burn_per_hour for s in members)
         claimed = gone
         for share in members:
-            claim = spent[share.uid] + max(0.0, share.cost_cap - share.spent)
+            claim = spent[share.uid] + max(0.0, share.cost_cap - _spent_now(share, now))
             fits = claimed + claim <= limit.amount + FIT_TOLERANCE
             shortfall = (
                 None

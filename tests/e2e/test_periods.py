@@ -2,10 +2,11 @@
 
 The attack: the ceiling is $10,000 per budget, so an engineer who needs more
 makes several budgets just below it and finance never sees them. Here the
-namespace may spend $120 a month and alice makes three $50 budgets (each far
+namespace may spend $240 a month and alice makes three $100 budgets (each far
 below the ceiling): the third does not fit beside the first two and waits for
 finance; once finance lets it run, all three stop together when the month's
-spend reaches $120 (within 1%); deleting a budget frees none of it.
+spend reaches $240 (within 1%), before any of them reaches its cap; deleting a
+budget frees none of it.
 
 The limit is the namespace's own (scope Namespace, named after the test's
 namespace), so tests sharing the cluster-wide BudgetPolicy are not counted.
@@ -34,8 +35,8 @@ policies = test_admission.policies
 webhook_certs = test_admission.webhook_certs
 operator = test_admission.operator
 
-LIMIT = 120.0
-CAP = 50.0
+LIMIT = 240.0
+CAP = 100.0
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def test_budgets_split_below_the_ceiling_cannot_pass_the_namespaces_monthly_limi
     fit = condition(waiting, "PeriodLimit")
     assert fit is not None and fit["status"] == "False"
     assert fit["reason"] == "DoesNotFitPeriod"
-    assert f"limit of ${LIMIT:,.2f} a month has $20.00 left" in fit["message"]
+    assert f"limit of ${LIMIT:,.2f} a month has $40.00 left" in fit["message"]
     for name in ("a", "b"):
         wait_phase(cluster, name, namespace, "Running", 60)
     assert get(cluster, "job", "c", namespace)["spec"]["suspend"] is True

@@ -44,9 +44,9 @@ def plugin(
 ) -> subprocess.CompletedProcess[str]:
     """``kubectl gpubudget ARGS`` as a user types it, the plugin found on PATH."""
     env = {**os.environ, "PATH": f"{PLUGIN_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [kubectl_binary(), "gpubudget", *args, "--kubeconfig", cluster.kubeconfig]
-    if args and args[0] not in ("report", "export"):
-        cmd += ["--context", context]
+    cmd = [kubectl_binary(), "gpubudget", *args]
+    if args and args[0] not in ("report", "export"):  # those read Prometheus only
+        cmd += ["--kubeconfig", cluster.kubeconfig, "--context", context]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     print(f"$ kubectl gpubudget {' '.join(args)}\n{result.stdout}{result.stderr}")
     return result
