@@ -739,6 +739,7 @@ def test_dashboard_shows_what_finance_asks_in_valid_promql() -> None:
         "Burn rate by team",
         "Idle spend by team",
         "Cost per outcome",
+        "Period spend against its limit",
     } <= titles
     exprs = dashboard_exprs(dashboard)
     used = set().union(*(metric_names_in(e) for _, e in exprs))
@@ -752,6 +753,9 @@ def test_dashboard_shows_what_finance_asks_in_valid_promql() -> None:
         "spent_ratio",
         "outcome_value",
         "cost_per_outcome_usd",
+        "period_spent_usd",
+        "period_claimed_usd",
+        "period_limit_usd",
     ):
         assert f"gpubudget_{gauge}" in used
     substituted = [

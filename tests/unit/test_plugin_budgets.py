@@ -38,6 +38,26 @@ def test_top_sorts_by_spend_and_computes_time_left() -> None:
     assert "$50.00" in table
 
 
+def test_top_says_where_each_budget_stands_under_the_limits_per_period() -> None:
+    def period(reason: str, message: str) -> list[dict[str, str]]:
+        return [{"type": "PeriodLimit", "status": "False", "reason": reason, "message": message}]
+
+    rows = top_rows(
+        [
+            budget("free", 3, 100, 0),
+            budget("waits", 2, 100, 0, conditions=period("DoesNotFitPeriod", "Needs finance")),
+            budget("stopped", 1, 100, 0, conditions=period("PeriodLimitReached", "at the limit")),
+        ]
+    )
+    assert [(r["name"], r["period"]) for r in rows] == [
+        ("free", None),
+        ("waits", "no room"),
+        ("stopped", "at limit"),
+    ]
+    assert rows[1]["period_detail"] == "Needs finance"
+    assert "PERIOD" in render(rows, COLUMNS, "table").splitlines()[0]
+
+
 @given(st.floats(1, 1e6), st.floats(0, 1e6), st.floats(0.01, 1e5))
 def test_time_left_is_what_the_burn_needs_to_reach_the_cap(
     cap: float, spent: float, burn: float

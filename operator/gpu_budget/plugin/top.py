@@ -4,6 +4,8 @@ Time left is (cap - spent) / burn rate: the figure the operator plans its stop
 from. A budget that burns nothing has no time left to show, and one at or past
 its cap has none left. With ``spec.outcome``, COST/UNIT is what one unit of the
 outcome (a million tokens, an epoch) cost so far: ``status.outcome.costPerUnit``.
+PERIOD is where the budget stands under the policy's limits per period (its
+``PeriodLimit`` condition): ``ok``, ``no room`` (waits for finance) or ``at limit``.
 """
 
 from __future__ import annotations
@@ -33,8 +35,16 @@ COLUMNS = (
     Column("time_left", "time left", text),
     Column("cost_per_unit", "cost/unit", per_unit),
     Column("unit", "unit", text),
+    Column("period", "period", text),
     Column("team", "team", text),
 )
+
+PERIOD_STANDING = {
+    "WithinPeriodLimit": "ok",
+    "DoesNotFitPeriod": "no room",
+    "PeriodLimitReached": "at limit",
+}
+"""The PeriodLimit condition's reason, as the PERIOD column says it."""
 
 
 def top_rows(budgets: Iterable[Mapping[str, Any]]) -> list[dict[str, Cell]]:
@@ -51,6 +61,14 @@ def _row(body: Mapping[str, Any]) -> dict[str, Cell]:
     burn = number(status.get("burnRatePerHour")) or 0.0
     left_seconds = time_left_seconds(cap, spent, burn)
     outcome = section(body, "status", "outcome")
+    period = next(
+        (
+            c
+            for c in status.get("conditions") or []
+            if isinstance(c, Mapping) and c.get("type") == "PeriodLimit"
+        ),
+        None,
+    )
     return {
         "namespace": meta(body).get("namespace"),
         "name": meta(body).get("name"),
@@ -63,6 +81,8 @@ def _row(body: Mapping[str, Any]) -> dict[str, Cell]:
         "cost_per_unit": number(outcome.get("costPerUnit")),
         "outcome": number(outcome.get("value")),
         "unit": str(outcome["unit"]) if outcome.get("unit") else None,
+        "period": None if period is None else PERIOD_STANDING.get(str(period.get("reason"))),
+        "period_detail": None if period is None else period.get("message"),
         "team": owner(body)[0],
     }
 
