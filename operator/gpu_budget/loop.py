@@ -394,11 +394,24 @@ async def keep_finalizers(state: Runtime, facts: PassFacts) -> None:
         if FINALIZER in finalizers or state.finalizing.get(uid) == version:
             continue
         state.finalizing[uid] = version  # one patch per version, not per pass
-        try:
-            await state.client.patch_finalizers(key[0], key[1], [*finalizers, FINALIZER], version)
-        except Exception as error:
-            state.finalizing.pop(uid, None)  # tried again at the next pass
-            log.warning("finalizer not added", namespace=key[0], budget=key[1], error=str(error))
+        # In the background, a few at a time like status writes: a thousand new budgets
+        # must not hold up their first pass behind a thousand round trips.
+        state.adding_finalizers[uid] = asyncio.create_task(
+            add_finalizer(state, key, uid, [*finalizers, FINALIZER], version)
+        )
+
+
+async def add_finalizer(
+    state: Runtime, key: BudgetKey, uid: str, finalizers: list[str], version: str
+) -> None:
+    try:
+        async with state.write_slots:
+            await state.client.patch_finalizers(key[0], key[1], finalizers, version)
+    except Exception as error:
+        state.finalizing.pop(uid, None)  # tried again at the next pass
+        log.warning("finalizer not added", namespace=key[0], budget=key[1], error=str(error))
+    finally:
+        state.adding_finalizers.pop(uid, None)
 
 
 async def release_deleted(state: Runtime, facts: PassFacts) -> None:

@@ -48,7 +48,10 @@ class Runtime:
     writing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     """Status writes in flight, per budget uid (one at a time per budget)."""
     write_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
-    """Status writes in flight at once (on the event loop; stops use the client's threads)."""
+    """Status writes (and finalizer patches) in flight at once (on the event loop; stops
+    use the client's threads)."""
+    adding_finalizers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    """Finalizer patches in flight, per budget uid (kept so the tasks are not collected)."""
     written: dict[str, TrainingBudgetStatus] = field(default_factory=dict)
     """The status last written per budget uid (newer than the cache's until it comes back)."""
     computed: dict[str, TrainingBudgetStatus] = field(default_factory=dict)
