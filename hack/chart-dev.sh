@@ -18,7 +18,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${REPO}/.venv/bin/python"
 [[ -x "${PY}" ]] || { echo "error: run \`make venv\` first" >&2; exit 2; }
-lc() { "${PY}" "${REPO}/hack/localcluster.py" "$@"; }
+lc() { PYTHONPATH="${REPO}/hack" "${PY}" -m localcluster "$@"; }
 eval "$(lc env)"
 KUBECTL="$(lc which kubectl)"
 HELM="$(lc which helm)"

@@ -7,7 +7,7 @@
 #
 # The cluster (server, CA) is the current context's of $KUBECONFIG; DURATION
 # defaults to 1h. kubectl is taken from $KUBECTL, else from PATH, else from the
-# local cluster's tools (hack/localcluster.py which kubectl).
+# local cluster's tools (python -m localcluster which kubectl).
 set -euo pipefail
 if [[ $# -lt 3 || $1 == -h || $1 == --help ]]; then
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
@@ -15,7 +15,7 @@ if [[ $# -lt 3 || $1 == -h || $1 == --help ]]; then
 fi
 namespace=$1 sa=$2 out=$3 duration=${4:-1h}
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-kubectl=${KUBECTL:-$(command -v kubectl || "${REPO}/.venv/bin/python" "${REPO}/hack/localcluster.py" which kubectl)}
+kubectl=${KUBECTL:-$(command -v kubectl || PYTHONPATH="${REPO}/hack" "${REPO}/.venv/bin/python" -m localcluster which kubectl)}
 
 server=$("${kubectl}" config view --minify --raw -o jsonpath='{.clusters[0].cluster.server}')
 ca=$("${kubectl}" config view --minify --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
