@@ -35,6 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from gpu_budget import FINALIZER
 from localcluster.kubectl import Kubectl, KubectlError
 from localcluster.manifests import budget, gpu_job
 from localcluster.net import free_port
@@ -96,9 +97,16 @@ def node(index: int) -> dict[str, Any]:
 
 
 def budget_and_job(name: str, pods: int, cap: float) -> list[dict[str, Any]]:
-    """A budget and its Job of ``pods`` one-GPU pods on the sweep's nodes."""
+    """A budget and its Job of ``pods`` one-GPU pods on the sweep's nodes.
+
+    The budget carries the operator's finalizer, as every budget does once an operator
+    has seen it: a row measures an operator *restart* over existing budgets, not a
+    first sight of a thousand new ones (which adds a finalizer patch per budget).
+    """
+    tb = budget(name, NAMESPACE, cap, owner={"team": f"team-{hash(name) % 5}"})
+    tb["metadata"]["finalizers"] = [FINALIZER]
     return [
-        budget(name, NAMESPACE, cap, owner={"team": f"team-{hash(name) % 5}"}),
+        tb,
         gpu_job(name, NAMESPACE, name, pods=pods, gpus=1, node_selector=SWEEP_NODES),
     ]
 
