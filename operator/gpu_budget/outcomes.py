@@ -26,13 +26,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from prometheus_api_client import PrometheusConnect
-from urllib3.util.retry import Retry
-
 from gpu_budget.conditions import find
 from gpu_budget.findings import BudgetEvent, ConditionChange, Findings
 from gpu_budget.models import Condition, InternalModel, Outcome, OutcomeStatus
 from gpu_budget.reasons import ConditionType, Reason
+from gpu_budget.utilization import prometheus_client
 
 NO_PROMETHEUS = "no Prometheus URL configured (--prometheus-url)"
 
@@ -149,12 +147,7 @@ class PrometheusOutcomeSource:
 
     def __init__(self, url: str, timeout_seconds: float = 3.0) -> None:
         self.url = url
-        self._client = PrometheusConnect(
-            url=url,
-            disable_ssl=True,
-            retry=Retry(total=1, backoff_factor=0.1, status_forcelist=(502, 503, 504)),
-            timeout=timeout_seconds,
-        )
+        self._client = prometheus_client(url, timeout_seconds)
 
     def evaluate(self, query: str) -> Answer:
         try:

@@ -127,19 +127,24 @@ def describe_failure(url: str, error: Exception) -> str:
     return f"{type(error).__name__} querying Prometheus at {url}: {detail[:160]}"
 
 
+def prometheus_client(url: str, timeout_seconds: float) -> PrometheusConnect:
+    """The operator's one way to reach Prometheus (utilisation and outcome queries)."""
+    return PrometheusConnect(
+        url=url,
+        disable_ssl=True,
+        # One quick retry: a query that fails is simply asked again at the next tick,
+        # and a long backoff would delay the pass behind it.
+        retry=Retry(total=1, backoff_factor=0.1, status_forcelist=(502, 503, 504)),
+        timeout=timeout_seconds,
+    )
+
+
 class PrometheusUtilizationSource:
     """Reads the utilisation snapshot from Prometheus (blocking; run it in a thread)."""
 
     def __init__(self, url: str, timeout_seconds: float = 3.0) -> None:
         self.url = url
-        self._client = PrometheusConnect(
-            url=url,
-            disable_ssl=True,
-            # One quick retry: a tick that fails is simply retried next tick,
-            # and a long backoff would delay the accounting pass behind it.
-            retry=Retry(total=1, backoff_factor=0.1, status_forcelist=(502, 503, 504)),
-            timeout=timeout_seconds,
-        )
+        self._client = prometheus_client(url, timeout_seconds)
 
     def fetch(self) -> UtilizationSnapshot:
         try:
